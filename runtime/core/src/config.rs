@@ -1,0 +1,113 @@
+//! Runtime configuration: plain serde data, one table per concern.
+//!
+//! Every table rejects unknown keys, so a typo in `wasm-sandbox.toml` is an
+//! error rather than a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Configuration of a [`Runtime`](crate::Runtime).
+///
+/// ```
+/// let cfg: wasm_sandbox_runtime::RuntimeConfig = serde_json::from_str(
+///     r#"{"engine": {"pooling": false}, "limits": {"memory_bytes": 268435456}}"#,
+/// ).unwrap();
+/// assert!(!cfg.engine.pooling);
+/// assert!(serde_json::from_str::<wasm_sandbox_runtime::RuntimeConfig>(r#"{"engin": {}}"#).is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Engine settings (allocation strategy, epoch ticks, compile cache).
+    pub engine: EngineConfig,
+    /// Per-session resource limits for components.
+    pub limits: LimitsConfig,
+}
+
+/// `[engine]`: how the wasmtime `Engine` is built (once per process).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Use the pooling instance allocator (default `true`): instance memory,
+    /// tables and fiber stacks come from pre-reserved slots, which makes
+    /// instantiation a few microseconds cheaper and bounds the total.
+    pub pooling: bool,
+    /// Pool size: the most component instances alive at once (default 1000,
+    /// i.e. 1000 concurrent sessions). Ignored without pooling.
+    pub max_instances: u32,
+    /// Epoch tick in milliseconds (default 10). Deadlines are counted in
+    /// ticks, so this is the granularity of tool timeouts.
+    pub epoch_tick_ms: u64,
+    /// Directory for compiled-component (`.cwasm`) cache files (default: none,
+    /// compile at start-up). Files are keyed by the component's hash and the
+    /// engine's compatibility hash; the directory must be writable only by the
+    /// worker's user because cached code is loaded without re-validation.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { pooling: true, max_instances: 1000, epoch_tick_ms: 10, cache_dir: None }
+    }
+}
+
+/// `[limits]`: what one session's component may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Linear memory per component instance in bytes (default 256 MiB). A
+    /// 20 MiB PDF read needs ~60 MiB (file, base64, JSON).
+    pub memory_bytes: u64,
+    /// Outer deadline for one file-tool call in milliseconds (default
+    /// 150,000, the reference runner's `TOOL_TIMEOUT`). Past it the call
+    /// returns `tool '<name>' timed out` and the instance is replaced.
+    pub tool_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { memory_bytes: 256 << 20, tool_timeout_ms: 150_000 }
+    }
+}
+
+/// A per-session size cap, as the reference's `max_*_bytes` settings: unset
+/// takes the default, `Unlimited` is the reference's `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cap {
+    /// The reference default.
+    #[default]
+    Default,
+    /// No cap.
+    Unlimited,
+    /// A positive number of bytes.
+    Bytes(u64),
+}
+
+impl Cap {
+    /// Parses the CLI/config spelling: `default`, `none`/`unlimited`, or a
+    /// positive integer.
+    pub fn parse(s: &str) -> Result<Cap, String> {
+        match s {
+            "default" => Ok(Cap::Default),
+            "none" | "unlimited" => Ok(Cap::Unlimited),
+            n => match n.parse::<u64>() {
+                Ok(0) | Err(_) => Err(format!("expected a positive byte count, `none` or `default`, got {n:?}")),
+                Ok(v) => Ok(Cap::Bytes(v)),
+            },
+        }
+    }
+
+    /// Inserts the cap into a tool config object under `key` (absent for
+    /// default, `null` for unlimited).
+    pub(crate) fn write_to(self, obj: &mut serde_json::Map<String, serde_json::Value>, key: &str) {
+        match self {
+            Cap::Default => {}
+            Cap::Unlimited => {
+                obj.insert(key.to_string(), serde_json::Value::Null);
+            }
+            Cap::Bytes(n) => {
+                obj.insert(key.to_string(), serde_json::Value::from(n));
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The file-tools component: host bindings, per-session store state, and
+//! one instance per session.
+//!
+//! # Sandbox
+//!
+//! The component's only authority is its WASI context, built here from
+//! deny-all defaults: the session's preopens, no environment, no
+//! arguments, no network. Path confinement therefore does not rest on the
+//! guest's own checks (which reproduce the reference's error messages):
+//! wasmtime-wasi resolves every path beneath a preopened directory handle
+//! with cap-std, which refuses `..` past the preopen, absolute symlinks and
+//! symlinks that escape, so even a compromised guest cannot name a host
+//! file outside its mounts.
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../../hostcalls/wit",
+    world: "tools",
+});
+
+
+/// The `T` of a session's `Store<T>`.
+pub struct SessionState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    preopens: Arc<Vec<Preopen>>,
+}
+
+use self::wasm_sandbox::tools::host::{Host as ToolsHost, LinkError};
+
+impl ToolsHost for SessionState {
+    /// Reads a link's raw target through a capability handle on the
+    /// preopen: cap-std resolves the *parent* components beneath the
+    /// preopen (refusing `..` and escaping links), and returns the leaf
+    /// link's contents without following it. Only the target string is
+    /// revealed; the guest still reaches files through the preopens alone.
+    fn read_link(&mut self, path: String) -> Result<String, LinkError> {
+        let found = self
+            .preopens
+            .iter()
+            .filter_map(|p| {
+                let rest = path.strip_prefix(p.guest.trim_end_matches('/'))?;
+                let rest = if rest.is_empty() { "" } else { rest.strip_prefix('/')? };
+                Some((p, rest))
+            })
+            .max_by_key(|(p, _)| p.guest.len());
+        let Some((preopen, rel)) = found else {
+            return Err(LinkError::NotFound);
+        };
+        if rel.is_empty() {
+            return Err(LinkError::NotALink);
+        }
+        let dir = cap_std::fs::Dir::open_ambient_dir(&preopen.host, cap_std::ambient_authority())
+            .map_err(|e| link_error(&e))?;
+        let target = dir.read_link_contents(rel).map_err(|e| link_error(&e))?;
+        target.into_os_string().into_string().map_err(|_| LinkError::Other)
+    }
+}
+
+fn link_error(e: &std::io::Error) -> LinkError {
+    match (e.kind(), e.raw_os_error()) {
+        (std::io::ErrorKind::NotFound, _) => LinkError::NotFound,
+        (_, Some(libc_einval)) if libc_einval == 22 => LinkError::NotALink,
+        (_, Some(libc_enotdir)) if libc_enotdir == 20 => LinkError::NotADirectory,
+        (_, Some(libc_eloop)) if libc_eloop == 40 => LinkError::Loop,
+        (std::io::ErrorKind::PermissionDenied, _) => LinkError::Denied,
+        _ => LinkError::Other,
+    }
+}
+
+impl WasiView for SessionState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Adds the file-tools host interface to a linker.
+pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<SessionState>) -> wasmtime::Result<()> {
+    self::wasm_sandbox::tools::host::add_to_linker::<SessionState, wasmtime::component::HasSelf<SessionState>>(linker, |s| s)
+}
+
+/// A directory mapped into the guest.
+#[derive(Clone, Debug)]
+pub(crate) struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Epoch ticks allowed for instantiation (start-up code only).
+const INSTANTIATE_DEADLINE_TICKS: u64 = 1000;
+
+/// What a command component printed and how it exited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Exit code (0 on success).
+    pub exit_code: i32,
+    /// Captured stdout (at most 16 MiB).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (at most 16 MiB).
+    pub stderr: Vec<u8>,
+}
+
+/// A live instance of the component in its own store.
+pub(crate) struct FileToolsInstance {
+    pub store: Store<SessionState>,
+    pub bindings: Tools,
+}
+
+impl FileToolsInstance {
+    /// Instantiates the precompiled component with the given preopens.
+    pub fn new(
+        engine: &Engine,
+        pre: &ToolsPre<SessionState>,
+        preopens: &Arc<Vec<Preopen>>,
+        memory_bytes: u64,
+    ) -> Result<Self> {
+        let builder = Self::builder(preopens)?;
+        let mut store = Self::store(engine, builder, preopens, memory_bytes);
+        let bindings = pre.instantiate(&mut store).map_err(Error::Other)?;
+        Ok(FileToolsInstance { store, bindings })
+    }
+
+    fn builder(preopens: &[Preopen]) -> Result<wasmtime_wasi::WasiCtxBuilder> {
+        let mut builder = WasiCtx::builder();
+        // The tools run on a blocking thread already; doing file I/O inline
+        // saves a thread hop per WASI call (~100 us per tool call).
+        builder.allow_blocking_current_thread(true);
+        builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        for p in preopens {
+            let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            builder.preopened_dir(&p.host, &p.guest, perms).map_err(|e| {
+                Error::Sandbox(format!("failed to preopen {} at {}: {e}", p.host.display(), p.guest))
+            })?;
+        }
+        Ok(builder)
+    }
+
+    fn store(
+        engine: &Engine,
+        mut builder: wasmtime_wasi::WasiCtxBuilder,
+        preopens: &Arc<Vec<Preopen>>,
+        memory_bytes: u64,
+    ) -> Store<SessionState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
+            .instances(32)
+            .build();
+        let state = SessionState { wasi: builder.build(), table: ResourceTable::new(), limits, preopens: preopens.clone() };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Instantiation runs the guest's start-up code; give it the same
+        // kind of budget as a call (each call sets its own deadline).
+        store.set_epoch_deadline(INSTANTIATE_DEADLINE_TICKS);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs a command component in a fresh store with the same preopens.
+    pub fn run_command(
+        engine: &Engine,
+        pre: &wasmtime_wasi::p2::bindings::sync::CommandPre<SessionState>,
+        preopens: &Arc<Vec<Preopen>>,
+        memory_bytes: u64,
+        args: &[String],
+        stdin: &[u8],
+        deadline_ticks: u64,
+    ) -> Result<CommandOutput> {
+        use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+        const CAPTURE: usize = 16 << 20;
+        let stdout = MemoryOutputPipe::new(CAPTURE);
+        let stderr = MemoryOutputPipe::new(CAPTURE);
+        let mut builder = Self::builder(preopens)?;
+        builder.args(args);
+        builder.stdin(MemoryInputPipe::new(stdin.to_vec()));
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        let mut store = Self::store(engine, builder, preopens, memory_bytes);
+        store.set_epoch_deadline(deadline_ticks);
+        store.epoch_deadline_trap();
+        let command = pre.instantiate(&mut store).map_err(Error::Other)?;
+        let exit_code = match command.wasi_cli_run().call_run(&mut store) {
+            Ok(Ok(())) => 0,
+            Ok(Err(())) => 1,
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => exit.0,
+                None => return Err(Error::Other(e)),
+            },
+        };
+        drop(store);
+        Ok(CommandOutput { exit_code, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec() })
+    }
+
+    /// Calls the component's `call` export with a deadline in epoch ticks.
+    pub fn call(&mut self, request: &str, deadline_ticks: u64) -> wasmtime::Result<String> {
+        self.store.set_epoch_deadline(deadline_ticks);
+        self.store.epoch_deadline_trap();
+        self.bindings.wasm_sandbox_tools_file_tools().call_call(&mut self.store, request)
+    }
+}
+
+/// Loads the component from `dir`'s `.cwasm` cache, compiling and writing it
+/// on a miss.
+///
+/// # Safety reasoning
+///
+/// `Component::deserialize_file` trusts its input to be wasmtime output for
+/// this engine. The file name binds the component's bytes and the engine's
+/// compatibility hash, and the directory is created 0700; the cache must not
+/// be writable by anyone but the worker's user (documented on the config key).
+pub(crate) fn load_cached(engine: &Engine, dir: &Path, wasm: &[u8]) -> Result<Component> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    wasm.hash(&mut h);
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let path = dir.join(format!("file-tools-{:016x}.cwasm", h.finish()));
+    if path.is_file() {
+        // SAFETY: see the function docs: only this process writes the cache.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache file"),
+        }
+    }
+    let bytes = engine.precompile_component(wasm).map_err(Error::InvalidComponent)?;
+    create_private_dir(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(Error::Io)?;
+    // SAFETY: produced just now by `precompile_component` of this engine.
+    unsafe { Component::deserialize(engine, &bytes) }.map_err(Error::InvalidComponent)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::Io)
+}

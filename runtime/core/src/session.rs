@@ -1,0 +1,314 @@
+//! One session's sandbox: its directories, its file-tools instance and its
+//! bash shell.
+
+use crate::config::Cap;
+use crate::file_tools::{CommandOutput, FileToolsInstance, Preopen};
+use crate::runtime::CommandComponent;
+use crate::runtime::Runtime;
+use crate::tool::{FILE_TOOLS, ToolCall, ToolResult};
+use crate::{Error, Result};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Guest path of the session workspace (the tools' working directory).
+pub const WORKSPACE_GUEST: &str = "/workspace";
+/// Guest path of the session outputs directory.
+pub const OUTPUTS_GUEST: &str = "/mnt/session/outputs";
+/// Parent of memory-store mounts.
+pub const MEMORY_GUEST_PARENT: &str = "/mnt/memory/";
+
+/// A memory store mounted into the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryMount {
+    /// Guest path, `/mnt/memory/<name>` (absolute, no `..`).
+    pub guest_path: String,
+    /// Host directory holding the store's files.
+    pub host_path: PathBuf,
+    /// Whether the store is read-only (write/edit refuse it; bash cannot
+    /// write it either).
+    pub read_only: bool,
+}
+
+/// What one session's sandbox looks like.
+///
+/// Defaults: workspace `<root>/workspace`, outputs `<root>/outputs`, no
+/// memory stores, bash environment from the worker's allow-list, the
+/// reference's size caps.
+#[derive(Clone, Debug, Default)]
+pub struct SessionSpec {
+    /// Session id (for logs).
+    pub session_id: String,
+    /// Host directory owned by this session; `workspace/` and `outputs/`
+    /// are created inside unless given explicitly.
+    pub root: PathBuf,
+    /// Host directory mounted at `/workspace`.
+    pub workspace: Option<PathBuf>,
+    /// Host directory mounted at `/mnt/session/outputs`.
+    pub outputs: Option<PathBuf>,
+    /// Memory stores.
+    pub memory_stores: Vec<MemoryMount>,
+    /// bash environment, used verbatim (like the reference's
+    /// `AgentToolContext.env`); `None` = the worker's allow-listed env.
+    pub env: Option<BTreeMap<String, String>>,
+    /// `max_file_bytes` (default 262,144).
+    pub max_file_bytes: Cap,
+    /// `max_image_base64_bytes` (default 5 MiB).
+    pub max_image_base64_bytes: Cap,
+    /// `max_pdf_bytes` (default 20 MiB).
+    pub max_pdf_bytes: Cap,
+}
+
+impl SessionSpec {
+    /// A spec with the given id and root, everything else default.
+    pub fn new(session_id: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        SessionSpec { session_id: session_id.into(), root: root.into(), ..Default::default() }
+    }
+}
+
+/// A live session sandbox. `Send + Sync`; tool calls are serialised.
+pub struct Session {
+    id: String,
+    workspace: PathBuf,
+    outputs: PathBuf,
+    runtime: Runtime,
+    preopens: Arc<Vec<Preopen>>,
+    tool_config: Arc<str>,
+    /// The file-tools instance; `None` after a trap until the next call
+    /// re-instantiates it.
+    files: Arc<Mutex<Option<FileToolsInstance>>>,
+    /// Serialises tool calls, as the reference's single dispatch loop does.
+    call_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).field("workspace", &self.workspace).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(runtime: Runtime, spec: SessionSpec) -> Result<Session> {
+        let workspace = spec.workspace.clone().unwrap_or_else(|| spec.root.join("workspace"));
+        let outputs = spec.outputs.clone().unwrap_or_else(|| spec.root.join("outputs"));
+        for dir in [&workspace, &outputs] {
+            std::fs::create_dir_all(dir).map_err(Error::Io)?;
+        }
+        let mut preopens = vec![
+            Preopen { host: workspace.clone(), guest: WORKSPACE_GUEST.into(), read_only: false },
+            Preopen { host: outputs.clone(), guest: OUTPUTS_GUEST.into(), read_only: false },
+        ];
+        for m in &spec.memory_stores {
+            validate_memory_path(&m.guest_path)?;
+            preopens.push(Preopen { host: m.host_path.clone(), guest: m.guest_path.clone(), read_only: m.read_only });
+        }
+        let tool_config = tool_config_json(&spec);
+        let preopens = Arc::new(preopens);
+        let inner = &runtime.inner;
+        let instance =
+            FileToolsInstance::new(&inner.engine, &inner.tools_pre, &preopens, inner.config.limits.memory_bytes)?;
+        Ok(Session {
+            id: spec.session_id,
+            workspace,
+            outputs,
+            runtime,
+            preopens,
+            tool_config: tool_config.into(),
+            files: Arc::new(Mutex::new(Some(instance))),
+            call_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host directory mounted at `/workspace`.
+    pub fn workspace_dir(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// Host directory mounted at `/mnt/session/outputs`.
+    pub fn outputs_dir(&self) -> &Path {
+        &self.outputs
+    }
+
+    /// Runs one sandbox tool call and returns the result to post.
+    ///
+    /// Returns `None` for a tool that is not one of
+    /// [`SANDBOX_TOOLS`](crate::SANDBOX_TOOLS): the reference posts nothing
+    /// for those, leaving them to whichever client owns them.
+    pub async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
+        let _serial = self.call_lock.lock().await;
+        if FILE_TOOLS.contains(&call.name.as_str()) {
+            return Some(self.call_file_tool(call).await);
+        }
+        if call.name == "bash" {
+            return Some(ToolResult::error("bash: the native sandbox is not available in this build"));
+        }
+        None
+    }
+
+    async fn call_file_tool(&self, call: &ToolCall) -> ToolResult {
+        let request = request_json(&call.name, &call.input, &self.tool_config);
+        let files = self.files.clone();
+        let preopens = self.preopens.clone();
+        let runtime = self.runtime.clone();
+        let name = call.name.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            run_blocking(&runtime, &files, &preopens, &name, &request)
+        })
+        .await;
+        joined.unwrap_or_else(|e| ToolResult::error(format!("tool '{}' failed: {e}", call.name)))
+    }
+
+    /// Runs a file-tool call on the current thread (for embedders without
+    /// an async runtime, and benchmarks). Not serialised with
+    /// [`Session::call_tool`] beyond the instance lock.
+    pub fn call_file_tool_blocking(&self, call: &ToolCall) -> Option<ToolResult> {
+        if !FILE_TOOLS.contains(&call.name.as_str()) {
+            return None;
+        }
+        let request = request_json(&call.name, &call.input, &self.tool_config);
+        Some(run_blocking(&self.runtime, &self.files, &self.preopens, &call.name, &request))
+    }
+
+    /// Runs a `wasi:cli/command` component (see
+    /// [`Runtime::load_command`](crate::Runtime::load_command)) in a fresh
+    /// instance with this session's preopens and nothing else, on the
+    /// current thread, under the tool deadline.
+    ///
+    /// # Sandbox
+    ///
+    /// The command sees `/workspace`, `/mnt/session/outputs` and the memory
+    /// stores exactly as the file tools do, plus the given arguments and
+    /// stdin; no environment and no network.
+    pub fn run_command(&self, command: &CommandComponent, args: &[String], stdin: &[u8]) -> Result<CommandOutput> {
+        let inner = &self.runtime.inner;
+        FileToolsInstance::run_command(
+            &inner.engine,
+            &command.pre,
+            &self.preopens,
+            inner.config.limits.memory_bytes,
+            args,
+            stdin,
+            deadline_ticks(&self.runtime),
+        )
+    }
+
+    /// Ends the session: drops the component instance (and, with bash, kills
+    /// the shell and every descendant). Directories are left for the caller.
+    pub async fn close(&self) {
+        let _serial = self.call_lock.lock().await;
+        if let Ok(mut g) = self.files.lock() {
+            g.take();
+        }
+    }
+}
+
+fn run_blocking(
+    runtime: &Runtime,
+    files: &Mutex<Option<FileToolsInstance>>,
+    preopens: &Arc<Vec<Preopen>>,
+    name: &str,
+    request: &str,
+) -> ToolResult {
+    let inner = &runtime.inner;
+    let Ok(mut guard) = files.lock() else {
+        return ToolResult::error(format!("tool '{name}' failed: session state poisoned"));
+    };
+    if guard.is_none() {
+        match FileToolsInstance::new(&inner.engine, &inner.tools_pre, preopens, inner.config.limits.memory_bytes) {
+            Ok(i) => *guard = Some(i),
+            Err(e) => return ToolResult::error(format!("tool '{name}' failed: {e}")),
+        }
+    }
+    let Some(instance) = guard.as_mut() else {
+        return ToolResult::error(format!("tool '{name}' failed: no instance"));
+    };
+    match instance.call(request, deadline_ticks(runtime)) {
+        Ok(json) => serde_json::from_str::<ToolResult>(&json)
+            .unwrap_or_else(|e| ToolResult::error(format!("tool '{name}' failed: malformed result: {e}"))),
+        Err(err) => {
+            // A trapped instance may hold inconsistent state: replace it on
+            // the next call.
+            *guard = None;
+            match err.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::Interrupt) => ToolResult::error(format!("tool '{name}' timed out")),
+                _ => {
+                    tracing::warn!(tool = name, error = ?err, "file-tools component trapped");
+                    ToolResult::error(format!("tool '{name}' failed: {err}"))
+                }
+            }
+        }
+    }
+}
+
+fn deadline_ticks(runtime: &Runtime) -> u64 {
+    let config = &runtime.inner.config;
+    config.limits.tool_timeout_ms.div_ceil(config.engine.epoch_tick_ms.max(1)).max(1)
+}
+
+fn request_json(name: &str, input: &Value, config: &str) -> String {
+    let name = Value::from(name);
+    format!(r#"{{"name":{name},"input":{input},"config":{config}}}"#)
+}
+
+fn tool_config_json(spec: &SessionSpec) -> String {
+    let mut allowed = vec![Value::from(OUTPUTS_GUEST)];
+    let mut read_only = Vec::new();
+    for m in &spec.memory_stores {
+        allowed.push(Value::from(m.guest_path.clone()));
+        if m.read_only {
+            read_only.push(Value::from(m.guest_path.clone()));
+        }
+    }
+    let mut obj = Map::new();
+    obj.insert("workdir".into(), json!(WORKSPACE_GUEST));
+    obj.insert("allowed_roots".into(), Value::Array(allowed));
+    obj.insert("read_only_roots".into(), Value::Array(read_only));
+    spec.max_file_bytes.write_to(&mut obj, "max_file_bytes");
+    spec.max_image_base64_bytes.write_to(&mut obj, "max_image_base64_bytes");
+    spec.max_pdf_bytes.write_to(&mut obj, "max_pdf_bytes");
+    Value::Object(obj).to_string()
+}
+
+/// A memory store's mount path must be absolute under `/mnt/memory/`, with
+/// no `.`/`..` components (the reference raises `SessionMemoryError`
+/// otherwise); anything else could shadow `/workspace` or another mount.
+fn validate_memory_path(p: &str) -> Result<()> {
+    let ok = p.starts_with(MEMORY_GUEST_PARENT)
+        && p.len() > MEMORY_GUEST_PARENT.len()
+        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok { Ok(()) } else { Err(Error::Config(format!("memory store mount path {p:?} must be /mnt/memory/<name>"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_paths() {
+        assert!(validate_memory_path("/mnt/memory/notes").is_ok());
+        assert!(validate_memory_path("/mnt/memory/a/b").is_ok());
+        for bad in ["/mnt/memory/", "/mnt/memory/../x", "/workspace", "mnt/memory/x", "/mnt/memory/a//b", "/mnt/memory/."] {
+            assert!(validate_memory_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_json_caps() {
+        let mut spec = SessionSpec::new("s", "/tmp/x");
+        spec.max_file_bytes = Cap::Unlimited;
+        spec.max_pdf_bytes = Cap::Bytes(10);
+        spec.memory_stores.push(MemoryMount { guest_path: "/mnt/memory/n".into(), host_path: "/h".into(), read_only: true });
+        let v: Value = serde_json::from_str(&tool_config_json(&spec)).unwrap();
+        assert_eq!(v["max_file_bytes"], Value::Null);
+        assert_eq!(v["max_pdf_bytes"], 10);
+        assert!(v.get("max_image_base64_bytes").is_none());
+        assert_eq!(v["allowed_roots"], json!(["/mnt/session/outputs", "/mnt/memory/n"]));
+        assert_eq!(v["read_only_roots"], json!(["/mnt/memory/n"]));
+    }
+}

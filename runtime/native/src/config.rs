@@ -1,0 +1,161 @@
+//! Configuration of the native bash sandbox (one per runtime, shared by all sessions).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings for bash's native sandbox. Every field has a default, so `{}` is a valid
+/// configuration; unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BashConfig {
+    /// The bubblewrap binary. Default: `None` = `/usr/bin/bwrap`, else the first
+    /// `bwrap` on `PATH`.
+    pub bwrap_path: Option<PathBuf>,
+    /// The sandbox init helper (`wasm-sandbox-init`, or a binary exposing
+    /// [`sandbox_init_main`](crate::sandbox_init_main)). Default: `None` =
+    /// [`locate_init`](crate::locate_init).
+    pub init_path: Option<PathBuf>,
+    /// Arguments placed before the init's own arguments, e.g. `["__sandbox-init"]`
+    /// when `init_path` is a CLI with a hidden subcommand. Default: empty.
+    pub init_args: Vec<String>,
+    /// Memory cap for the whole sandbox (cgroup v1 `memory.limit_in_bytes`; without
+    /// a memory cgroup, `RLIMIT_AS` per process). Default: 2 GiB. `None` = no cap.
+    pub memory_limit_bytes: Option<u64>,
+    /// Process/thread cap for the whole sandbox (cgroup v1 `pids.max`; without a
+    /// pids cgroup, `RLIMIT_NPROC`, which the kernel counts per user namespace).
+    /// Default: 512. `None` = no cap.
+    pub pids_limit: Option<u64>,
+    /// Size of the private tmpfs at `/tmp`. Default: 256 MiB.
+    pub tmp_size_bytes: u64,
+    /// Size of the private tmpfs at `/dev/shm`. Default: 64 MiB.
+    pub shm_size_bytes: u64,
+    /// `RLIMIT_FSIZE`: the largest file any sandboxed process may write, anywhere
+    /// (the workspace has no total quota; see the `sandbox` module docs).
+    /// Default: 1 GiB. `None` = unlimited.
+    pub max_file_size_bytes: Option<u64>,
+    /// `RLIMIT_NOFILE` for sandboxed processes. Default: 4096.
+    pub max_open_files: Option<u64>,
+    /// Put each sandbox in its own cgroup v1 memory/pids cgroup (created under this
+    /// process's own cgroup) when the host allows it. Default: true.
+    pub use_cgroups: bool,
+    /// Share the host's network namespace. Default: false (a private network
+    /// namespace with only loopback, and Landlock denies TCP bind/connect).
+    pub network: bool,
+    /// Refuse to start bash unless Landlock is enforced inside the sandbox.
+    /// Default: true.
+    pub require_landlock: bool,
+    /// uid/gid bash sees inside its user namespace (mapped to the worker's own uid).
+    /// Default: 0 (bash looks like root; all capabilities are dropped regardless).
+    pub sandbox_uid: u32,
+    /// See `sandbox_uid`. Default: 0.
+    pub sandbox_gid: u32,
+    /// Host files/dirs of `/etc` bound read-only (missing ones are skipped).
+    /// Default: the loader cache, passwd/group, nsswitch, hosts, localtime,
+    /// alternatives and a few others; never `shadow` nor `/etc/ssl/private`.
+    pub etc_files: Vec<PathBuf>,
+    /// Extra host paths bound read-only at the same path (e.g. `/opt/tools`).
+    /// Default: empty.
+    pub extra_ro_binds: Vec<PathBuf>,
+    /// Names copied from the worker's environment when a session gives no explicit
+    /// environment. Default: locale and timezone variables only.
+    pub env_allow: Vec<String>,
+    /// Variables set when a session gives no explicit environment (after
+    /// `env_allow`). Default: `PATH` (standard dirs) and `HOME=/workspace`.
+    pub env_set: BTreeMap<String, String>,
+    /// How long the sandbox may take to come up. Default: 10 000 ms.
+    pub startup_timeout_ms: u64,
+    /// DANGER: when the sandbox cannot be set up, run bash directly on the host
+    /// (like the reference SDK) instead of failing closed. Default: false.
+    pub allow_unsandboxed_bash_i_understand_the_risk: bool,
+}
+
+/// The `/etc` files bound into the sandbox by default.
+pub const DEFAULT_ETC_FILES: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/alternatives",
+    "/etc/os-release",
+    "/etc/debian_version",
+    "/etc/mime.types",
+    "/etc/magic",
+    "/etc/inputrc",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/python3",
+    "/etc/python3.11",
+];
+
+/// The worker variables copied by default.
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_COLLATE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_MONETARY",
+    "TZ",
+];
+
+/// The default `PATH` inside the sandbox.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Default for BashConfig {
+    fn default() -> Self {
+        Self {
+            bwrap_path: None,
+            init_path: None,
+            init_args: Vec::new(),
+            memory_limit_bytes: Some(2 << 30),
+            pids_limit: Some(512),
+            tmp_size_bytes: 256 << 20,
+            shm_size_bytes: 64 << 20,
+            max_file_size_bytes: Some(1 << 30),
+            max_open_files: Some(4096),
+            use_cgroups: true,
+            network: false,
+            require_landlock: true,
+            sandbox_uid: 0,
+            sandbox_gid: 0,
+            etc_files: DEFAULT_ETC_FILES.iter().map(PathBuf::from).collect(),
+            extra_ro_binds: Vec::new(),
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| (*s).to_owned()).collect(),
+            env_set: BTreeMap::from([
+                ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+                ("HOME".to_owned(), "/workspace".to_owned()),
+            ]),
+            startup_timeout_ms: 10_000,
+            allow_unsandboxed_bash_i_understand_the_risk: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_is_the_default_and_unknown_keys_fail() {
+        let c: BashConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, BashConfig::default());
+        assert!(serde_json::from_str::<BashConfig>(r#"{"networking": true}"#).is_err());
+        let c: BashConfig = serde_json::from_str(r#"{"pids_limit": null}"#).unwrap();
+        assert_eq!(c.pids_limit, None);
+        assert!(!c.etc_files.iter().any(|p| p.ends_with("shadow")));
+    }
+}

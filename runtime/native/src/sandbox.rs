@@ -1,0 +1,1108 @@
+//! The Linux sandbox bash runs in, layer by layer.
+//!
+//! bash needs a full Linux userland, so it cannot run as a WASI component; it runs
+//! natively, and this module is what stands between a model-issued command and the
+//! worker's host. The reference SDK runs bash bare on the host; we do not.
+//!
+//! # Why bubblewrap
+//!
+//! We use bubblewrap (`bwrap`, Debian package `bubblewrap`) rather than doing the
+//! `clone(CLONE_NEW*)`, uid-map, mount and `pivot_root` dance in-process. The
+//! in-process route means `unsafe` `fork`-time code in a multi-threaded tokio
+//! process (only async-signal-safe calls are allowed between `fork` and `exec`, and
+//! the mount sequence is long), plus re-implementing tricky details bubblewrap has
+//! hardened over a decade (mount propagation, `/proc` and `/dev` setup, uid maps
+//! for unprivileged users, `--die-with-parent`, the pid-1 reaper). bubblewrap is a
+//! small, audited, widely deployed (Flatpak) program whose only job is this; it
+//! works both as root and unprivileged, costs ~3 ms per start on this machine, and
+//! is started once per session, not per command.
+//!
+//! # The layers, and why each exists
+//!
+//! 1. **User namespace** (`--unshare-user`, `--cap-drop ALL`, `--disable-userns`):
+//!    bash looks like uid 0 inside but holds no capabilities, and cannot create
+//!    nested user namespaces (which would hand out fresh capabilities). The
+//!    worker's uid is mapped to the sandbox uid, nothing else is.
+//! 2. **Mount namespace with a minimal read-only root**: the root is an empty tmpfs
+//!    (remounted read-only at the end) holding only read-only binds of `/usr` (and
+//!    `/bin`, `/lib*` or their merged-usr symlinks), a short list of `/etc` files
+//!    (never `/etc/shadow`, never `/etc/ssl/private`), read-write binds of the
+//!    session's workspace at `/workspace` and outputs at `/mnt/session/outputs`,
+//!    memory stores at `/mnt/memory/<store>` read-only or read-write as configured
+//!    (bash honours read-only stores, unlike the reference), a private size-capped
+//!    tmpfs at `/tmp` and `/dev/shm`, a fresh `/proc`, and bubblewrap's minimal
+//!    `/dev`. The worker's own files, its home, other sessions' directories and the
+//!    rest of the host filesystem simply do not exist inside.
+//! 3. **PID namespace** (`--unshare-pid`, plus bubblewrap's pid-1 reaper): bash sees
+//!    only its own processes; host pids (the worker included) cannot be named, so
+//!    they cannot be signalled or traced. Killing the namespace's pid 1 makes the
+//!    kernel kill every process inside, which is how teardown leaves nothing behind.
+//! 4. **Network namespace** (`--unshare-net`, unless `network = true`): only a
+//!    private loopback; the host's loopback services and the outside are
+//!    unreachable.
+//! 5. **IPC, UTS and cgroup namespaces**: no shared SysV IPC or POSIX message queues
+//!    with the host, a fixed hostname, and no view of the host's cgroup paths.
+//! 6. **`--new-session` and `--die-with-parent`**: no controlling terminal to inject
+//!    keystrokes into, and the sandbox dies with the worker. bubblewrap is spawned
+//!    from one long-lived thread because `PR_SET_PDEATHSIG` fires when the *thread*
+//!    that forked it exits.
+//! 7. **Landlock** (in the init helper, see [`crate::init`]): even if a mount were
+//!    mis-configured, file access is limited to reading the read-only mounts and
+//!    writing only the workspace, outputs, read-write stores, `/tmp`, `/dev/shm` and
+//!    device files; TCP bind/connect is denied when networking is off; signals and
+//!    abstract unix sockets cannot cross the domain boundary (ABI ≥ 6).
+//! 8. **seccomp** (see [`crate::seccomp`]) and **`PR_SET_NO_NEW_PRIVS`**: mount,
+//!    namespace, ptrace, kexec, bpf, keyctl, module and similar calls fail with
+//!    `EPERM`.
+//! 9. **Resource limits** (see [`crate::cgroup`]): a per-session cgroup v1 memory
+//!    cap and pids cap where the host allows (root here), else `RLIMIT_AS` and
+//!    `RLIMIT_NPROC` (the kernel exempts host-root processes from `RLIMIT_NPROC`,
+//!    so that fallback only binds for non-root workers); `RLIMIT_FSIZE` and
+//!    `RLIMIT_NOFILE` always; the `/tmp` and `/dev/shm` tmpfs are size-capped.
+//!    **Workspace disk quota:** not enforced as a total. Only `RLIMIT_FSIZE` caps
+//!    each single file; a bind-mounted host directory has no per-directory quota
+//!    without project quotas or a dedicated filesystem, which this crate does not
+//!    set up. Deploy the workspace root on a size-limited filesystem when that
+//!    matters.
+//! 10. **Environment hygiene** (see [`crate::env`]).
+//!
+//! # Fail closed
+//!
+//! [`BashSandbox::new`] probes once: it finds bubblewrap and the init helper and
+//! starts a throw-away sandbox whose init applies every layer and reports back.
+//! When that fails, every bash call answers an `is_error` text naming the reason
+//! (and the reason is logged); bash runs directly on the host only when
+//! `allow_unsandboxed_bash_i_understand_the_risk` is set, with a warning per start.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+use crate::cgroup::{CgroupSupport, SessionCgroup};
+use crate::config::BashConfig;
+
+/// Where the init helper is bound inside the sandbox.
+pub const INIT_GUEST_PATH: &str = "/run/wasm-sandbox/init";
+/// The shell and its arguments.
+pub const BASH: [&str; 3] = ["/bin/bash", "--noprofile", "--norc"];
+/// The workspace inside the sandbox (bash's working directory).
+pub const WORKSPACE_GUEST: &str = "/workspace";
+/// The outputs directory inside the sandbox.
+pub const OUTPUTS_GUEST: &str = "/mnt/session/outputs";
+
+/// Why a sandbox could not be started.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox is not usable on this host (probe failed).
+    #[error("sandbox unavailable: {0}")]
+    Unavailable(String),
+    /// The session's configuration is invalid (paths).
+    #[error("invalid sandbox configuration: {0}")]
+    Config(String),
+    /// Starting this session's sandbox failed.
+    #[error("sandbox failed to start: {0}")]
+    Start(String),
+}
+
+/// How a resource limit is enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMechanism {
+    /// A per-session cgroup v1 controller (whole sandbox).
+    CgroupV1,
+    /// A per-process rlimit (weaker: per process, not per sandbox).
+    Rlimit,
+    /// Not enforced (not configured, or the fallback cannot bind here).
+    None,
+}
+
+/// Which layers are active, measured once by [`BashSandbox::new`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SandboxReport {
+    /// True when sessions get the sandbox.
+    pub available: bool,
+    /// Why not, when `available` is false.
+    pub unavailable_reason: Option<String>,
+    /// True when the sandbox is unavailable and the explicit opt-in makes bash run
+    /// directly on the host.
+    pub unsandboxed_fallback: bool,
+    /// The bubblewrap binary used.
+    pub bwrap: Option<PathBuf>,
+    /// `bwrap --version`.
+    pub bwrap_version: Option<String>,
+    /// The init helper used.
+    pub init: Option<PathBuf>,
+    /// Namespaces created per session.
+    pub namespaces: Vec<&'static str>,
+    /// The kernel's Landlock ABI (syscall probe), if any.
+    pub landlock_abi: Option<u32>,
+    /// Landlock enforcement measured inside the probe sandbox: `full`, `partial`, `none`.
+    pub landlock: Option<String>,
+    /// seccomp filters installed in the probe sandbox.
+    pub seccomp: bool,
+    /// `PR_SET_NO_NEW_PRIVS` set in the probe sandbox.
+    pub no_new_privs: bool,
+    /// How the memory cap is enforced.
+    pub memory_limit: LimitMechanism,
+    /// How the process cap is enforced.
+    pub pids_limit: LimitMechanism,
+    /// Size of the private `/tmp`.
+    pub tmp_size_bytes: u64,
+    /// `RLIMIT_FSIZE`, the per-file size cap (the workspace has no total quota).
+    pub max_file_size_bytes: Option<u64>,
+    /// Whether the sandbox has the host network.
+    pub network: bool,
+}
+
+/// A memory store mounted into the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreMount {
+    /// Absolute path inside the sandbox, under `/mnt/memory/`.
+    pub guest_path: String,
+    /// Host directory.
+    pub host_path: PathBuf,
+    /// Mounted read-only (and Landlock read-only) when true.
+    pub read_only: bool,
+}
+
+/// What one session's sandbox contains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BashSessionSpec {
+    /// The session id (names the cgroup; never shown to bash).
+    pub session_id: String,
+    /// Host directory mounted read-write at `/workspace` (bash's working directory).
+    pub workspace: PathBuf,
+    /// Host directory mounted read-write at `/mnt/session/outputs`.
+    pub outputs: PathBuf,
+    /// Memory stores.
+    pub memory_stores: Vec<StoreMount>,
+    /// bash's environment, verbatim (then scrubbed); `None` = the allow-list.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// The probed sandbox, shared by all sessions of a runtime.
+#[derive(Debug)]
+pub struct BashSandbox {
+    config: BashConfig,
+    report: SandboxReport,
+    cgroups: CgroupSupport,
+}
+
+/// Finds the init helper: `$WASM_SANDBOX_INIT`, else `wasm-sandbox-init` next to the
+/// current executable, else next to its parent directory (test binaries live in
+/// `target/<profile>/deps`, the helper in `target/<profile>`).
+pub fn locate_init() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WASM_SANDBOX_INIT") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("wasm-sandbox-init"),
+        dir.parent()?.join("wasm-sandbox-init"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn find_bwrap(config: &BashConfig) -> Option<PathBuf> {
+    if let Some(p) = &config.bwrap_path {
+        return p.is_file().then(|| p.clone());
+    }
+    let default = PathBuf::from("/usr/bin/bwrap");
+    if default.is_file() {
+        return Some(default);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("bwrap"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The top-level names bound read-only from the host (or re-created as symlinks on
+/// merged-/usr systems).
+const ROOT_SYSTEM_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Everything needed to build bubblewrap's and the init's argument lists.
+struct Plan<'a> {
+    config: &'a BashConfig,
+    init: &'a Path,
+    ready_fd: i32,
+    workspace: Option<&'a Path>,
+    outputs: Option<&'a Path>,
+    stores: &'a [StoreMount],
+    memory_cgroup: bool,
+    pids_cgroup: bool,
+    probe: bool,
+}
+
+fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+impl Plan<'_> {
+    fn args(&self) -> Vec<OsString> {
+        let c = self.config;
+        let mut a: Vec<OsString> = Vec::with_capacity(96);
+        let mut push = |items: &[&dyn AsRefOs]| {
+            for i in items {
+                a.push(i.as_os());
+            }
+        };
+        push(&[
+            &"--unshare-user",
+            &"--unshare-ipc",
+            &"--unshare-pid",
+            &"--unshare-uts",
+            &"--unshare-cgroup-try",
+        ]);
+        if !c.network {
+            push(&[&"--unshare-net"]);
+        }
+        let uid = c.sandbox_uid.to_string();
+        let gid = c.sandbox_gid.to_string();
+        push(&[
+            &"--disable-userns",
+            &"--uid",
+            &uid,
+            &"--gid",
+            &gid,
+            &"--hostname",
+            &"sandbox",
+            &"--die-with-parent",
+            &"--new-session",
+            &"--cap-drop",
+            &"ALL",
+            &"--ro-bind",
+            &"/usr",
+            &"/usr",
+        ]);
+        let mut landlock_ro: Vec<String> = vec!["/usr".into(), "/etc".into(), "/proc".into()];
+        for name in ROOT_SYSTEM_DIRS {
+            let host = PathBuf::from("/").join(name);
+            let guest = format!("/{name}");
+            match std::fs::read_link(&host) {
+                Ok(target) => push(&[&"--symlink", &target, &guest]),
+                Err(_) if host.is_dir() => {
+                    push(&[&"--ro-bind", &host, &guest]);
+                    landlock_ro.push(guest.clone());
+                }
+                Err(_) => {}
+            }
+        }
+        push(&[&"--perms", &"0755", &"--dir", &"/etc"]);
+        for f in &c.etc_files {
+            if f.starts_with("/etc") && f.exists() && !is_forbidden_etc(f) {
+                push(&[&"--ro-bind", f, f]);
+            }
+        }
+        push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
+        let shm = c.shm_size_bytes.to_string();
+        let tmp = c.tmp_size_bytes.to_string();
+        push(&[
+            &"--perms",
+            &"1777",
+            &"--size",
+            &shm,
+            &"--tmpfs",
+            &"/dev/shm",
+            &"--perms",
+            &"1777",
+            &"--size",
+            &tmp,
+            &"--tmpfs",
+            &"/tmp",
+        ]);
+        let mut landlock_rw: Vec<String> = vec!["/tmp".into(), "/dev/shm".into()];
+        if let Some(ws) = self.workspace {
+            push(&[&"--bind", &ws, &WORKSPACE_GUEST]);
+            landlock_rw.push(WORKSPACE_GUEST.into());
+        }
+        if let Some(out) = self.outputs {
+            push(&[&"--bind", &out, &OUTPUTS_GUEST]);
+            landlock_rw.push(OUTPUTS_GUEST.into());
+        }
+        for s in self.stores {
+            if s.read_only {
+                push(&[&"--ro-bind", &s.host_path, &s.guest_path]);
+                landlock_ro.push(s.guest_path.clone());
+            } else {
+                push(&[&"--bind", &s.host_path, &s.guest_path]);
+                landlock_rw.push(s.guest_path.clone());
+            }
+        }
+        for p in &c.extra_ro_binds {
+            if p.is_absolute() && p.exists() {
+                push(&[&"--ro-bind", p, p]);
+                landlock_ro.push(p.to_string_lossy().into_owned());
+            }
+        }
+        push(&[
+            &"--ro-bind",
+            &self.init,
+            &INIT_GUEST_PATH,
+            &"--remount-ro",
+            &"/",
+        ]);
+        if self.workspace.is_some() {
+            push(&[&"--chdir", &WORKSPACE_GUEST]);
+        } else {
+            push(&[&"--chdir", &"/"]);
+        }
+        // The init helper and its own arguments.
+        a.push(os("--"));
+        a.push(os(INIT_GUEST_PATH));
+        a.extend(c.init_args.iter().map(os));
+        a.push(os("--ready-fd"));
+        a.push(os(self.ready_fd.to_string()));
+        for p in landlock_ro {
+            a.push(os("--ro"));
+            a.push(os(p));
+        }
+        for p in landlock_rw {
+            a.push(os("--rw"));
+            a.push(os(p));
+        }
+        a.extend(["--dev", "/dev", "--list", "/"].map(os));
+        if !c.network {
+            a.push(os("--no-net"));
+        }
+        if c.require_landlock {
+            a.push(os("--require-landlock"));
+        }
+        let mut rlimit = |name: &str, v: Option<u64>| {
+            if let Some(v) = v {
+                a.push(os("--rlimit"));
+                a.push(os(format!("{name}={v}")));
+            }
+        };
+        rlimit("fsize", c.max_file_size_bytes);
+        rlimit("nofile", c.max_open_files);
+        if !self.memory_cgroup {
+            rlimit("as", c.memory_limit_bytes);
+        }
+        if !self.pids_cgroup {
+            rlimit("nproc", c.pids_limit);
+        }
+        if self.probe {
+            a.push(os("--probe"));
+        } else {
+            a.push(os("--"));
+            a.extend(BASH.iter().map(os));
+        }
+        a
+    }
+}
+
+/// Small helper so heterogeneous path/str arguments can be pushed together.
+trait AsRefOs {
+    fn as_os(&self) -> OsString;
+}
+impl AsRefOs for &str {
+    fn as_os(&self) -> OsString {
+        OsString::from(*self)
+    }
+}
+impl AsRefOs for String {
+    fn as_os(&self) -> OsString {
+        OsString::from(self)
+    }
+}
+impl AsRefOs for PathBuf {
+    fn as_os(&self) -> OsString {
+        self.as_os_str().to_owned()
+    }
+}
+impl AsRefOs for &Path {
+    fn as_os(&self) -> OsString {
+        self.as_os_str().to_owned()
+    }
+}
+
+fn is_forbidden_etc(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    ["shadow", "gshadow", "sudoers", "ssl/private", "ssh"]
+        .iter()
+        .any(|bad| s.contains(bad))
+}
+
+/// Checks a memory store's guest path: absolute, normalised, under `/mnt/memory/`.
+fn valid_store_path(p: &str) -> bool {
+    let path = Path::new(p);
+    p.starts_with("/mnt/memory/")
+        && path.components().count() >= 4
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+// ----------------------------------------------------------------------------
+// Spawning from one long-lived thread (PR_SET_PDEATHSIG is per thread).
+
+type SpawnJob = (
+    Command,
+    Vec<OwnedFd>,
+    tokio::sync::oneshot::Sender<std::io::Result<Child>>,
+);
+
+fn spawner() -> std::io::Result<&'static mpsc::Sender<SpawnJob>> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<SpawnJob>();
+            std::thread::Builder::new()
+                .name("wasm-sandbox-spawner".into())
+                .spawn(move || {
+                    while let Ok((mut cmd, keep_alive, reply)) = rx.recv() {
+                        let r = cmd.spawn();
+                        // The command's copies of the pipe ends must close now.
+                        drop(cmd);
+                        drop(keep_alive);
+                        let _ = reply.send(r);
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("cannot start the sandbox spawner thread"))
+}
+
+async fn spawn_on_spawner(cmd: Command, keep_alive: Vec<OwnedFd>) -> std::io::Result<Child> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawner()?
+        .send((cmd, keep_alive, tx))
+        .map_err(|_| std::io::Error::other("sandbox spawner thread is gone"))?;
+    rx.await
+        .map_err(|_| std::io::Error::other("sandbox spawner thread dropped the request"))?
+}
+
+/// Adds the `pre_exec` hook: join the session cgroups (so every sandbox process is
+/// born inside them) and let the ready pipe survive `exec`.
+fn add_pre_exec(cmd: &mut Command, procs_files: Vec<CString>, inherit_fd: i32) {
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (open, write, close, fcntl) on data allocated
+    // before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &procs_files {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+            }
+            if inherit_fd >= 0 && libc::fcntl(inherit_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+impl BashSandbox {
+    /// Probes the host once (finds bubblewrap and the init helper, starts a
+    /// throw-away sandbox that applies every layer, detects cgroups). Blocking, a
+    /// few milliseconds. Never fails: an unusable sandbox is recorded in the report
+    /// and makes sessions fail closed.
+    pub fn new(config: BashConfig) -> Self {
+        let cgroups = if config.use_cgroups {
+            CgroupSupport::detect()
+        } else {
+            CgroupSupport::default()
+        };
+        let bwrap = find_bwrap(&config);
+        let init = config.init_path.clone().or_else(locate_init);
+        let mut namespaces = vec!["user", "mount", "pid", "ipc", "uts", "cgroup"];
+        if !config.network {
+            namespaces.push("net");
+        }
+        let memory_limit = match config.memory_limit_bytes {
+            None => LimitMechanism::None,
+            Some(_) if cgroups.memory_parent.is_some() => LimitMechanism::CgroupV1,
+            Some(_) => LimitMechanism::Rlimit,
+        };
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let pids_limit = match config.pids_limit {
+            None => LimitMechanism::None,
+            Some(_) if cgroups.pids_parent.is_some() => LimitMechanism::CgroupV1,
+            // The kernel exempts host root from RLIMIT_NPROC.
+            Some(_) if is_root => LimitMechanism::None,
+            Some(_) => LimitMechanism::Rlimit,
+        };
+        let mut report = SandboxReport {
+            available: false,
+            unavailable_reason: None,
+            unsandboxed_fallback: false,
+            bwrap: bwrap.clone(),
+            bwrap_version: None,
+            init: init.clone(),
+            namespaces,
+            landlock_abi: crate::init::landlock_abi_version(),
+            landlock: None,
+            seccomp: false,
+            no_new_privs: false,
+            memory_limit,
+            pids_limit,
+            tmp_size_bytes: config.tmp_size_bytes,
+            max_file_size_bytes: config.max_file_size_bytes,
+            network: config.network,
+        };
+        let probe = match (&bwrap, &init) {
+            (None, _) => Err("bubblewrap (bwrap) not found; install the `bubblewrap` package or set bash.bwrap_path".to_owned()),
+            (_, None) => Err("the sandbox init helper (wasm-sandbox-init) was not found; set bash.init_path or WASM_SANDBOX_INIT".to_owned()),
+            (Some(b), Some(i)) => {
+                report.bwrap_version = Command::new(b)
+                    .arg("--version")
+                    .env_clear()
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+                probe_sandbox(&config, b, i)
+            }
+        };
+        match probe {
+            Ok(line) => {
+                report.available = true;
+                for field in line.split_whitespace() {
+                    match field.split_once('=') {
+                        Some(("landlock", v)) => report.landlock = Some(v.to_owned()),
+                        Some(("seccomp", v)) => report.seccomp = v == "1",
+                        Some(("no_new_privs", v)) => report.no_new_privs = v == "1",
+                        _ => {}
+                    }
+                }
+                tracing::info!(report = ?report, "bash sandbox ready");
+            }
+            Err(reason) => {
+                report.unavailable_reason = Some(reason.clone());
+                if config.allow_unsandboxed_bash_i_understand_the_risk {
+                    report.unsandboxed_fallback = true;
+                    tracing::error!(%reason, "bash sandbox UNAVAILABLE; allow_unsandboxed_bash_i_understand_the_risk is set, so bash will run UNSANDBOXED on the host");
+                } else {
+                    tracing::error!(%reason, "bash sandbox unavailable; bash calls will fail closed");
+                }
+            }
+        }
+        Self {
+            config,
+            report,
+            cgroups,
+        }
+    }
+
+    /// The probe's findings.
+    pub fn report(&self) -> &SandboxReport {
+        &self.report
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BashConfig {
+        &self.config
+    }
+
+    /// Starts one session's sandboxed shell (or the opted-in unsandboxed shell).
+    pub(crate) async fn launch(&self, spec: &BashSessionSpec) -> Result<Shell, SandboxError> {
+        if !self.report.available {
+            let reason = self
+                .report
+                .unavailable_reason
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned());
+            if self.report.unsandboxed_fallback {
+                return launch_unsandboxed(spec).await;
+            }
+            tracing::error!(%reason, session = %spec.session_id, "refusing to run bash without its sandbox");
+            return Err(SandboxError::Unavailable(reason));
+        }
+        let (Some(bwrap), Some(init)) = (&self.report.bwrap, &self.report.init) else {
+            return Err(SandboxError::Unavailable("probe incomplete".to_owned()));
+        };
+        for (what, p) in [("workspace", &spec.workspace), ("outputs", &spec.outputs)] {
+            if !p.is_dir() {
+                return Err(SandboxError::Config(format!(
+                    "{what} directory {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        for s in &spec.memory_stores {
+            if !valid_store_path(&s.guest_path) {
+                return Err(SandboxError::Config(format!(
+                    "memory store path {:?} must be /mnt/memory/<name>",
+                    s.guest_path
+                )));
+            }
+            if !s.host_path.is_dir() {
+                return Err(SandboxError::Config(format!(
+                    "memory store directory {} does not exist",
+                    s.host_path.display()
+                )));
+            }
+        }
+        let cgroup_name = format!(
+            "wasm-sandbox-{}-{}",
+            sanitize(&spec.session_id),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let cgroup = SessionCgroup::create(
+            &self.cgroups,
+            &cgroup_name,
+            self.config.memory_limit_bytes,
+            self.config.pids_limit,
+        );
+        let (ready_r, ready_w) = std::io::pipe().map_err(start_err)?;
+        let plan = Plan {
+            config: &self.config,
+            init,
+            ready_fd: ready_w.as_raw_fd(),
+            workspace: Some(&spec.workspace),
+            outputs: Some(&spec.outputs),
+            stores: &spec.memory_stores,
+            memory_cgroup: cgroup.memory.is_some(),
+            pids_cgroup: cgroup.pids.is_some(),
+            probe: false,
+        };
+        let env = crate::env::build_env(&self.config, spec.env.as_ref());
+        let (out_r, out_w) = std::io::pipe().map_err(start_err)?;
+        let mut cmd = Command::new(bwrap);
+        cmd.args(plan.args())
+            .env_clear()
+            .envs(&env)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(out_w.try_clone().map_err(start_err)?)
+            .stderr(out_w);
+        let procs: Vec<CString> = cgroup
+            .procs_files()
+            .iter()
+            .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        add_pre_exec(&mut cmd, procs, ready_w.as_raw_fd());
+        let mut shell_cgroup = Some(cgroup);
+        let child = match spawn_on_spawner(cmd, vec![OwnedFd::from(ready_w)]).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(mut cg) = shell_cgroup.take() {
+                    let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+                }
+                return Err(start_err(e));
+            }
+        };
+        let mut shell = Shell::new(child, out_r, shell_cgroup, false)?;
+        let timeout = Duration::from_millis(self.config.startup_timeout_ms);
+        match read_ready(ready_r, timeout).await {
+            Ok(line) if line.starts_with("ok") => {
+                shell.find_reaper();
+                Ok(shell)
+            }
+            other => {
+                let detail = match other {
+                    Ok(line) => line.strip_prefix("err ").unwrap_or(&line).to_owned(),
+                    Err(e) => e,
+                };
+                let output = shell.drain_startup_output().await;
+                shell.terminate().await;
+                let msg = if output.is_empty() {
+                    detail
+                } else {
+                    format!("{detail}: {output}")
+                };
+                tracing::error!(session = %spec.session_id, error = %msg, "bash sandbox failed to start");
+                Err(SandboxError::Start(msg))
+            }
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+fn start_err(e: std::io::Error) -> SandboxError {
+    SandboxError::Start(e.to_string())
+}
+
+/// Reads the init's one-line status (`ok …` / `err …`).
+async fn read_ready(ready: std::io::PipeReader, timeout: Duration) -> Result<String, String> {
+    let mut rx = pipe::Receiver::from_owned_fd(OwnedFd::from(ready)).map_err(|e| e.to_string())?;
+    let mut line = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = rx.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the sandbox exited during setup".to_owned());
+            }
+            line.extend_from_slice(&buf[..n]);
+            if let Some(pos) = line.iter().position(|b| *b == b'\n') {
+                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| format!("the sandbox did not come up within {timeout:?}"))?
+}
+
+/// Runs the probe sandbox (blocking).
+fn probe_sandbox(config: &BashConfig, bwrap: &Path, init: &Path) -> Result<String, String> {
+    let plan = Plan {
+        config,
+        init,
+        ready_fd: -1,
+        workspace: None,
+        outputs: None,
+        stores: &[],
+        memory_cgroup: false,
+        pids_cgroup: false,
+        probe: true,
+    };
+    let mut args = plan.args();
+    // No ready descriptor in probe mode: the report comes on stdout.
+    if let Some(i) = args.iter().position(|a| a == "--ready-fd") {
+        args.drain(i..i + 2);
+    }
+    let mut child = Command::new(bwrap)
+        .args(args)
+        .env_clear()
+        .env("PATH", crate::config::DEFAULT_PATH)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(config.startup_timeout_ms);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the probe sandbox did not finish in time".to_owned());
+            }
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .map(str::to_owned);
+    match line {
+        Some(l) if status.success() => Ok(l),
+        _ => Err(format!(
+            "the probe sandbox failed ({status}): {}",
+            err.trim().lines().last().unwrap_or("no message")
+        )),
+    }
+}
+
+/// Starts bash directly on the host: only with the explicit opt-in.
+async fn launch_unsandboxed(spec: &BashSessionSpec) -> Result<Shell, SandboxError> {
+    tracing::warn!(session = %spec.session_id, "starting bash UNSANDBOXED on the host (allow_unsandboxed_bash_i_understand_the_risk)");
+    let env = crate::env::build_env(&BashConfig::default(), spec.env.as_ref());
+    let (out_r, out_w) = std::io::pipe().map_err(start_err)?;
+    let mut cmd = Command::new(BASH[0]);
+    cmd.args(&BASH[1..])
+        .env_clear()
+        .envs(&env)
+        .current_dir(&spec.workspace)
+        .stdin(Stdio::piped())
+        .stdout(out_w.try_clone().map_err(start_err)?)
+        .stderr(out_w)
+        .process_group(0);
+    let child = spawn_on_spawner(cmd, Vec::new()).await.map_err(start_err)?;
+    Shell::new(child, out_r, None, true)
+}
+
+// ----------------------------------------------------------------------------
+// A running shell and its teardown.
+
+/// One running shell: bubblewrap (our child) → pid-1 reaper → init → bash.
+#[derive(Debug)]
+pub(crate) struct Shell {
+    child: Child,
+    pub(crate) stdin: Option<pipe::Sender>,
+    pub(crate) stdout: pipe::Receiver,
+    /// Host pid and pid-namespace inode of the sandbox's pid 1.
+    reaper: Option<(i32, u64)>,
+    cgroup: Option<SessionCgroup>,
+    unsandboxed: bool,
+    terminated: bool,
+}
+
+fn pid_ns_inode(pid: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+impl Shell {
+    fn new(
+        mut child: Child,
+        out_r: std::io::PipeReader,
+        cgroup: Option<SessionCgroup>,
+        unsandboxed: bool,
+    ) -> Result<Self, SandboxError> {
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
+            .transpose()
+            .map_err(start_err)?;
+        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(out_r)).map_err(start_err)?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            reaper: None,
+            cgroup,
+            unsandboxed,
+            terminated: false,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(-1)
+    }
+
+    /// Records bubblewrap's single child: the sandbox's pid 1.
+    fn find_reaper(&mut self) {
+        let pid = self.pid();
+        let from_children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()));
+        let reaper = from_children.or_else(|| {
+            std::fs::read_dir("/proc").ok()?.find_map(|e| {
+                let p: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                (parent_pid(p) == Some(pid)).then_some(p)
+            })
+        });
+        self.reaper = reaper.and_then(|r| pid_ns_inode(r).map(|ns| (r, ns)));
+        if self.reaper.is_none() {
+            tracing::warn!(
+                bwrap_pid = pid,
+                "cannot find the sandbox's pid 1; teardown falls back to scanning"
+            );
+        }
+    }
+
+    /// Host pids of every process inside the sandbox's pid namespace (for tests and
+    /// diagnostics).
+    pub(crate) fn processes(&self) -> Vec<i32> {
+        let Some((_, ns)) = self.reaper else {
+            return Vec::new();
+        };
+        processes_in_ns(ns)
+    }
+
+    /// Whatever the sandbox printed while failing to start.
+    async fn drain_startup_output(&mut self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                match self.stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+                if out.len() > 16 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+        String::from_utf8_lossy(&out).trim().to_owned()
+    }
+
+    /// Sends SIGKILL to everything without waiting (used by `Drop` and before a wait).
+    fn kill_now(&mut self) {
+        if self.unsandboxed {
+            // SAFETY: kill(2) on the process group we created for this shell.
+            unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+            let _ = self.child.kill();
+            return;
+        }
+        if let Some((reaper, ns)) = self.reaper
+            && parent_pid(reaper) == Some(self.pid())
+            && pid_ns_inode(reaper) == Some(ns)
+        {
+            // Killing the namespace's pid 1 makes the kernel kill everything inside;
+            // bubblewrap then reaps it and exits.
+            // SAFETY: kill(2) on a pid verified to be our bubblewrap's child.
+            unsafe { libc::kill(reaper, libc::SIGKILL) };
+        } else {
+            let _ = self.child.kill();
+        }
+    }
+
+    /// Kills bash and every descendant and waits until nothing is left; removes the
+    /// session cgroups.
+    pub(crate) async fn terminate(&mut self) {
+        if self.terminated {
+            return;
+        }
+        self.terminated = true;
+        self.stdin = None;
+        self.kill_now();
+        // bubblewrap exits once its pid 1 is gone; that happens only after the kernel
+        // has killed and reaped every process of the namespace.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        if let Some((_, ns)) = self.reaper {
+            // Belt and braces: anything still in the namespace is killed.
+            for _ in 0..200 {
+                let left = processes_in_ns(ns);
+                if left.is_empty() {
+                    break;
+                }
+                for p in left {
+                    // SAFETY: kill(2) on a process inside this session's pid namespace.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        if let Some(mut cg) = self.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        }
+    }
+}
+
+fn processes_in_ns(ns: u64) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| pid_ns_inode(*p) == Some(ns))
+        .collect()
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if self.terminated {
+            return;
+        }
+        self.kill_now();
+        let _ = self.child.kill();
+        // Reap bubblewrap and remove the cgroups off the caller's thread.
+        let mut cgroup = self.cgroup.take();
+        let pid = self.pid();
+        let _ = std::thread::Builder::new()
+            .name("wasm-sandbox-reap".into())
+            .spawn(move || {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child pid, which nothing else reaps
+                // (std's Child is being dropped without waiting).
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if let Some(cg) = cgroup.as_mut() {
+                    cg.remove();
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_paths_are_checked() {
+        assert!(valid_store_path("/mnt/memory/notes"));
+        assert!(!valid_store_path("/mnt/memory"));
+        assert!(!valid_store_path("/mnt/memory/../etc"));
+        assert!(!valid_store_path("/etc/x"));
+        assert!(!valid_store_path("/mnt/memory/a/./b"));
+    }
+
+    #[test]
+    fn plan_never_binds_secrets_and_ends_with_bash() {
+        let mut config = BashConfig::default();
+        config.etc_files.push("/etc/shadow".into());
+        let plan = Plan {
+            config: &config,
+            init: Path::new("/x/init"),
+            ready_fd: 7,
+            workspace: Some(Path::new("/w")),
+            outputs: Some(Path::new("/o")),
+            stores: &[],
+            memory_cgroup: true,
+            pids_cgroup: false,
+            probe: false,
+        };
+        let args: Vec<String> = plan
+            .args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.iter().any(|a| a.contains("shadow")));
+        assert!(args.ends_with(&[
+            "--".into(),
+            "/bin/bash".into(),
+            "--noprofile".into(),
+            "--norc".into()
+        ]));
+        assert!(args.contains(&"--unshare-net".to_owned()));
+        assert!(args.contains(&"nproc=512".to_owned()));
+        assert!(!args.iter().any(|a| a.starts_with("as=")));
+    }
+}

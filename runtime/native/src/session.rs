@@ -1,0 +1,247 @@
+//! One session's persistent shell with the reference semantics (`toolset.md` §5.6).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::protocol::{
+    self, BashRequest, OutputBuffer, READ_CHUNK, RESTARTED, TERMINATED, finish_output,
+};
+use crate::sandbox::{BashSandbox, BashSessionSpec, SandboxError, Shell};
+
+/// The result of one bash call, before the runner's content bridging.
+///
+/// `text` may be empty: the caller maps an empty text to `(no output)` (the
+/// reference's `_to_session_content` does so for successes and errors alike); this
+/// crate leaves that to the caller so the text stays the tool's own result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BashOutput {
+    /// The result text (command output, or an error message).
+    pub text: String,
+    /// True for non-zero exits, timeouts, a dead shell, invalid input and sandbox
+    /// failures.
+    pub is_error: bool,
+}
+
+impl BashOutput {
+    fn ok(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            is_error: false,
+        }
+    }
+
+    fn err(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            is_error: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// No shell yet (lazy start) or after `close`.
+    NotStarted,
+    /// A live shell.
+    Running(Box<Shell>),
+    /// The shell ended (timeout, `exit`, fatal error, cancelled call): every call
+    /// fails until `restart`.
+    Dead,
+}
+
+/// A persistent `/bin/bash --noprofile --norc` inside the session's sandbox.
+///
+/// Not safe for concurrent calls (neither is the reference's); the caller
+/// serialises a session's tool calls, which `&mut self` enforces.
+#[derive(Debug)]
+pub struct BashSession {
+    sandbox: Arc<BashSandbox>,
+    spec: BashSessionSpec,
+    state: State,
+    /// Set while a command is in flight; if a call's future is dropped midway
+    /// (outer cancellation), the next call finds it set and treats the shell as
+    /// dead, as the reference does on cancellation.
+    in_flight: bool,
+}
+
+impl BashSession {
+    /// A session whose shell starts lazily on the first command.
+    pub fn new(sandbox: Arc<BashSandbox>, spec: BashSessionSpec) -> Self {
+        Self {
+            sandbox,
+            spec,
+            state: State::NotStarted,
+            in_flight: false,
+        }
+    }
+
+    /// Starts the shell now (so the first command does not pay for the sandbox
+    /// start). A no-op when a shell is already running.
+    pub async fn prestart(&mut self) -> Result<(), SandboxError> {
+        if matches!(self.state, State::NotStarted) {
+            let shell = self.sandbox.launch(&self.spec).await?;
+            self.state = State::Running(Box::new(shell));
+        }
+        Ok(())
+    }
+
+    /// Runs one bash tool call (`input` is the tool_use input object).
+    pub async fn call(&mut self, input: &Value) -> BashOutput {
+        if self.in_flight {
+            // The previous call was cancelled midway: its command may still be
+            // running and its output would bleed into this call.
+            self.in_flight = false;
+            self.kill_shell().await;
+            self.state = State::Dead;
+        }
+        let request = match protocol::parse_input(input) {
+            Ok(r) => r,
+            Err(protocol::Rejection(text)) => return BashOutput::err(text),
+        };
+        match request {
+            BashRequest::Restart => {
+                self.kill_shell().await;
+                self.state = State::NotStarted;
+                match self.prestart().await {
+                    Ok(()) => BashOutput::ok(RESTARTED),
+                    Err(e) => BashOutput::err(format!("bash: {e}")),
+                }
+            }
+            BashRequest::Run {
+                command,
+                timeout_secs,
+            } => {
+                if matches!(self.state, State::Dead) {
+                    return BashOutput::err(TERMINATED);
+                }
+                if let Err(e) = self.prestart().await {
+                    return BashOutput::err(format!("bash: {e}"));
+                }
+                self.in_flight = true;
+                let out = self.exec(&command, timeout_secs).await;
+                self.in_flight = false;
+                out
+            }
+        }
+    }
+
+    async fn exec(&mut self, command: &str, timeout_secs: f64) -> BashOutput {
+        let State::Running(shell) = &mut self.state else {
+            return BashOutput::err(TERMINATED);
+        };
+        let sentinel = protocol::new_sentinel();
+        let wrapped = protocol::wrap_command(command, &sentinel);
+        let start = tokio::time::Instant::now();
+        // A non-positive timeout has already expired: the reference writes the
+        // command, then its first await fails the deadline.
+        let write_budget = if timeout_secs > 0.0 {
+            duration_from_secs(timeout_secs).unwrap_or(FAR_FUTURE)
+        } else {
+            Duration::from_secs(1)
+        };
+        let write = async {
+            match shell.stdin.as_mut() {
+                Some(stdin) => stdin.write_all(wrapped.as_bytes()).await,
+                None => Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
+        };
+        let wrote = tokio::time::timeout(write_budget, write).await;
+        if wrote.is_err() || timeout_secs <= 0.0 {
+            return self.timed_out(timeout_secs).await;
+        }
+        let mut buffer = OutputBuffer::new(&sentinel);
+        let remaining = duration_from_secs(timeout_secs).map(|d| d.saturating_sub(start.elapsed()));
+        let read = async {
+            let mut chunk = [0u8; READ_CHUNK];
+            loop {
+                match shell.stdout.read(&mut chunk).await {
+                    // EOF (or a broken pipe): the shell is gone.
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => {
+                        if buffer.push(&chunk[..n]) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        let eof = match remaining {
+            Some(d) => match tokio::time::timeout(d, read).await {
+                Ok(eof) => eof,
+                Err(_) => return self.timed_out(timeout_secs).await,
+            },
+            // Too large to represent: effectively no timeout.
+            None => read.await,
+        };
+        let result = finish_output(&buffer, &sentinel);
+        if eof {
+            // The shell is gone (`exit`, a syntax error, killed): it stays dead.
+            self.kill_shell().await;
+            self.state = State::Dead;
+        }
+        BashOutput {
+            text: result.output,
+            is_error: result.exit_code != 0,
+        }
+    }
+
+    async fn timed_out(&mut self, timeout_secs: f64) -> BashOutput {
+        self.kill_shell().await;
+        self.state = State::Dead;
+        BashOutput::err(protocol::timeout_message(timeout_secs))
+    }
+
+    async fn kill_shell(&mut self) {
+        if let State::Running(shell) = &mut self.state {
+            shell.terminate().await;
+        }
+        if matches!(self.state, State::Running(_)) {
+            self.state = State::NotStarted;
+        }
+    }
+
+    /// Kills bash and every process it started, and removes the session's cgroups.
+    /// Nothing of the sandbox is left running afterwards. The session can be used
+    /// again (the next command starts a fresh shell).
+    pub async fn close(&mut self) {
+        self.kill_shell().await;
+        self.state = State::NotStarted;
+        self.in_flight = false;
+    }
+
+    /// Host pids of the processes inside this session's sandbox (empty when no
+    /// shell runs). For tests and diagnostics.
+    pub fn sandbox_processes(&self) -> Vec<i32> {
+        match &self.state {
+            State::Running(shell) => shell.processes(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True while a shell process is running.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, State::Running(_))
+    }
+
+    /// The sandbox this session runs in.
+    pub fn sandbox(&self) -> &Arc<BashSandbox> {
+        &self.sandbox
+    }
+}
+
+/// Stands in for timeouts too large to matter.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A positive, finite, representable number of seconds as a `Duration`.
+fn duration_from_secs(secs: f64) -> Option<Duration> {
+    if secs > 0.0 {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| *d < FAR_FUTURE)
+    } else {
+        None
+    }
+}

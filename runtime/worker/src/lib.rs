@@ -1,0 +1,37 @@
+//! The wasm-sandbox environment worker: serves a Claude Managed Agents *self-hosted*
+//! environment.
+//!
+//! It polls the environment's work queue, claims sessions, heartbeats each lease, runs every
+//! sandbox tool call (`bash read write edit glob grep`) in a fresh per-session sandbox, posts the
+//! results, honours stops, and reports queue depth — the job of the SDK's `EnvironmentWorker`
+//! and `ant beta:worker poll`, re-done in Rust (protocol: `shared/spec/protocol.md`).
+//!
+//! Layers, bottom up:
+//! * [`proto`] — serde wire types mirroring the SDK's models;
+//! * [`client`] — the HTTP client (headers, credentials, timeouts, retries, SSE);
+//! * [`runner`] — one session's event loop (routing, permission gate, idle exit, reconnects);
+//! * [`lease`] — the heartbeat loop;
+//! * [`worker`] — poll → ack → heartbeat → sandbox → runner → teardown → stop, N at once;
+//! * [`ops`] + [`metrics`] — `/healthz`, `/readyz`, `/metrics`, `/queue`;
+//! * [`serve`] — `wasm-sandbox serve` flags, config file, signals, logging, `--local`.
+//!
+//! The sandbox is behind the [`sandbox::SandboxProvider`] seam; the production provider is the
+//! core runtime.
+//!
+//! Credentials (the environment key, work secrets, sessions tokens) are held in
+//! [`secret::Secret`], whose `Debug`/`Display` are redacted; none is ever logged, put in a
+//! metric, or left in the process environment for a child to inherit.
+
+pub mod client;
+pub mod core_adapter;
+pub mod lease;
+pub mod metrics;
+pub mod ops;
+pub mod proto;
+pub mod runner;
+pub mod sandbox;
+pub mod secret;
+pub mod serve;
+pub mod worker;
+
+pub use serve::{ServeArgs, serve};

@@ -1,0 +1,244 @@
+//! The sandbox seam: what the worker needs from a per-session sandbox.
+//!
+//! The production implementation is the core runtime (`wasm-sandbox-runtime`'s `Runtime` /
+//! `Session`, adapted in [`crate::core_adapter`]); tests and demos use [`testing::ScriptedSandbox`].
+//! The traits are deliberately tiny: create a sandbox rooted at a host directory, run one tool
+//! call at a time, close it (kill every process it started).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The six sandbox tools this worker owns, by exact name, in reference order. Any other name
+/// (`web_fetch`, `web_search`, custom tools) belongs to someone else: the worker posts nothing.
+pub const SANDBOX_TOOLS: [&str; 6] = ["bash", "read", "write", "edit", "glob", "grep"];
+
+/// One tool call as received (`agent.tool_use`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The `agent.tool_use` event id.
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Tool input object.
+    pub input: Value,
+}
+
+/// The content posted back as `user.tool_result`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolResult {
+    /// Content blocks.
+    pub content: Vec<Value>,
+    /// Whether this is an error result (text blocks only).
+    pub is_error: bool,
+}
+
+impl ToolResult {
+    /// A single-text-block result.
+    pub fn text(text: impl Into<String>, is_error: bool) -> ToolResult {
+        ToolResult {
+            content: vec![serde_json::json!({"type": "text", "text": text.into()})],
+            is_error,
+        }
+    }
+}
+
+/// What a new sandbox is made from.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    /// The session served.
+    pub session_id: String,
+    /// The work item served.
+    pub work_id: String,
+    /// A fresh, empty host directory owned by this session; removed after teardown.
+    pub root: PathBuf,
+}
+
+/// Creates one sandbox per claimed session.
+pub trait SandboxProvider: Send + Sync + 'static {
+    /// The sandbox type.
+    type Session: SandboxSession;
+
+    /// Creates a fresh sandbox rooted at `spec.root`.
+    fn create(
+        &self,
+        spec: SandboxSpec,
+    ) -> impl Future<Output = anyhow::Result<Self::Session>> + Send;
+}
+
+/// One session's sandbox.
+pub trait SandboxSession: Send + Sync + 'static {
+    /// Runs a sandbox tool call. `None` = not a tool this sandbox runs (post nothing).
+    fn call_tool(&self, call: &ToolCall) -> impl Future<Output = Option<ToolResult>> + Send;
+
+    /// Kills every process the sandbox started and releases it. Does not delete directories.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+pub mod testing {
+    //! An in-memory sandbox for tests and demos: answers each sandbox tool with a scripted or
+    //! echoed result and can hold a call until released, to test stops mid-call.
+
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// Shared record of what a [`ScriptedSandbox`] provider saw.
+    #[derive(Debug, Default)]
+    pub struct Record {
+        /// Every call, in order, across all sessions.
+        pub calls: Vec<(String, ToolCall)>,
+        /// Specs of created sandboxes.
+        pub created: Vec<SandboxSpec>,
+        /// Session ids whose sandbox was closed.
+        pub closed: Vec<String>,
+        /// Calls that were started but whose future was dropped before finishing.
+        pub abandoned: Vec<String>,
+    }
+
+    /// A provider of [`ScriptedSession`]s.
+    #[derive(Clone)]
+    pub struct ScriptedSandbox {
+        /// What happened.
+        pub record: Arc<Mutex<Record>>,
+        /// Results handed out in order (then an echo of the input).
+        pub script: Arc<Mutex<VecDeque<ToolResult>>>,
+        /// A call whose `input` has `"hold": true` waits for one permit of this semaphore
+        /// (none at first; see [`ScriptedSandbox::release`]).
+        pub gate: Arc<Semaphore>,
+        /// How many held calls have started waiting.
+        pub held: Arc<AtomicUsize>,
+    }
+
+    impl Default for ScriptedSandbox {
+        fn default() -> ScriptedSandbox {
+            ScriptedSandbox {
+                record: Arc::default(),
+                script: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+                held: Arc::default(),
+            }
+        }
+    }
+
+    impl ScriptedSandbox {
+        /// New provider with no script (every call echoes its input).
+        pub fn new() -> ScriptedSandbox {
+            ScriptedSandbox::default()
+        }
+
+        /// Queues a result for the next call.
+        pub fn push(&self, result: ToolResult) {
+            if let Ok(mut s) = self.script.lock() {
+                s.push_back(result);
+            }
+        }
+
+        /// Lets `n` held calls finish.
+        pub fn release(&self, n: usize) {
+            self.gate.add_permits(n);
+        }
+
+        /// How many held calls have started waiting so far.
+        pub fn held_count(&self) -> usize {
+            self.held.load(Ordering::SeqCst)
+        }
+
+        /// Ids of calls whose future was dropped before finishing.
+        pub fn abandoned(&self) -> Vec<String> {
+            self.record.lock().map(|r| r.abandoned.clone()).unwrap_or_default()
+        }
+
+        /// Session ids whose sandbox was closed.
+        pub fn closed(&self) -> Vec<String> {
+            self.record.lock().map(|r| r.closed.clone()).unwrap_or_default()
+        }
+
+        /// Snapshot of the calls seen, as `(session_id, tool name, id)`.
+        pub fn calls(&self) -> Vec<(String, String, String)> {
+            self.record
+                .lock()
+                .map(|r| {
+                    r.calls
+                        .iter()
+                        .map(|(s, c)| (s.clone(), c.name.clone(), c.id.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    /// A sandbox made by [`ScriptedSandbox`].
+    pub struct ScriptedSession {
+        session_id: String,
+        provider: ScriptedSandbox,
+    }
+
+    impl SandboxProvider for ScriptedSandbox {
+        type Session = ScriptedSession;
+
+        async fn create(&self, spec: SandboxSpec) -> anyhow::Result<ScriptedSession> {
+            let session_id = spec.session_id.clone();
+            if let Ok(mut r) = self.record.lock() {
+                r.created.push(spec);
+            }
+            Ok(ScriptedSession {
+                session_id,
+                provider: self.clone(),
+            })
+        }
+    }
+
+    struct AbandonGuard<'a> {
+        record: &'a Mutex<Record>,
+        id: String,
+        done: bool,
+    }
+
+    impl Drop for AbandonGuard<'_> {
+        fn drop(&mut self) {
+            if !self.done
+                && let Ok(mut r) = self.record.lock()
+            {
+                r.abandoned.push(self.id.clone());
+            }
+        }
+    }
+
+    impl SandboxSession for ScriptedSession {
+        async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
+            if !SANDBOX_TOOLS.contains(&call.name.as_str()) {
+                return None;
+            }
+            if let Ok(mut r) = self.provider.record.lock() {
+                r.calls.push((self.session_id.clone(), call.clone()));
+            }
+            let mut guard = AbandonGuard {
+                record: &self.provider.record,
+                id: call.id.clone(),
+                done: false,
+            };
+            if call.input.get("hold").and_then(Value::as_bool) == Some(true) {
+                self.provider.held.fetch_add(1, Ordering::SeqCst);
+                if let Ok(permit) = self.provider.gate.acquire().await {
+                    permit.forget();
+                }
+            }
+            let scripted = self.provider.script.lock().ok().and_then(|mut s| s.pop_front());
+            guard.done = true;
+            Some(scripted.unwrap_or_else(|| {
+                ToolResult::text(format!("{}:{}", call.name, call.input), false)
+            }))
+        }
+
+        async fn close(&self) {
+            if let Ok(mut r) = self.provider.record.lock() {
+                r.closed.push(self.session_id.clone());
+            }
+        }
+    }
+}

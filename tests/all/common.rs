@@ -1,0 +1,71 @@
+//! Shared fixtures: one `Runtime` per test binary (compiled once), and
+//! session helpers.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use wasm_sandbox_runtime::{CommandComponent, MemoryMount, Runtime, RuntimeConfig, Session, SessionSpec, ToolCall, ToolResult};
+
+/// The runtime shared by all tests of this binary.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("runtime"))
+}
+
+/// The raw filesystem probe guest, compiled once.
+pub fn fs_probe() -> &'static CommandComponent {
+    static C: OnceLock<CommandComponent> = OnceLock::new();
+    C.get_or_init(|| {
+        let wasm = std::fs::read(env!("FS_PROBE_WASM")).expect("fs_probe.wasm");
+        runtime().load_command(&wasm).expect("load fs_probe")
+    })
+}
+
+/// A session in a fresh temp dir, with the layout:
+/// `<tmp>/root/{workspace,outputs}`, `<tmp>/notes` (read-only store at
+/// /mnt/memory/notes), `<tmp>/scratch` (rw store at /mnt/memory/scratch) and
+/// `<tmp>/secret.txt` outside every mount.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub session: Session,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        std::fs::write(base.join("secret.txt"), "TOP SECRET\n").unwrap();
+        for d in ["notes", "scratch"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("notes/policy.md"), "be nice\n").unwrap();
+        let mut spec = SessionSpec::new("test", base.join("root"));
+        spec.memory_stores = vec![
+            MemoryMount { guest_path: "/mnt/memory/notes".into(), host_path: base.join("notes"), read_only: true },
+            MemoryMount { guest_path: "/mnt/memory/scratch".into(), host_path: base.join("scratch"), read_only: false },
+        ];
+        let session = runtime().session(spec).expect("session");
+        Fixture { dir, session }
+    }
+
+    pub fn base(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ws(&self) -> PathBuf {
+        self.session.workspace_dir().to_path_buf()
+    }
+
+    /// Runs the probe: `fs_probe <op> <path> [arg]`; returns its one line.
+    pub fn probe(&self, op: &str, path: &str, arg: &str) -> String {
+        let args: Vec<String> = ["fs_probe", op, path, arg].iter().map(|s| s.to_string()).collect();
+        let out = self.session.run_command(fs_probe(), &args, b"").expect("run fs_probe");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs a tool call on the current thread's runtime.
+    pub fn tool(&self, name: &str, input: Value) -> ToolResult {
+        let call = ToolCall::new("toolu_test", name, input);
+        self.session.call_file_tool_blocking(&call).expect("a file tool")
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of wasm-sandbox, one binary with a module per area
+//! (one binary links wasmtime once; see tests/README.md).
+
+mod common;
+mod confinement;
+mod runtime;

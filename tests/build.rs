@@ -1,0 +1,18 @@
+//! Builds the guest test programs (`tests/programs`) for `wasm32-wasip2` and
+//! exposes each binary's path as `<NAME>_WASM` (e.g. `FS_PROBE_WASM`).
+
+use std::path::PathBuf;
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("..");
+    let crate_dir = root.join("tests/programs");
+    let out = wasm_sandbox_guest_build::build_guest(&crate_dir, &root, &[]);
+    let bins = std::fs::read_dir(crate_dir.join("src/bin")).expect("tests/programs/src/bin");
+    for entry in bins.flatten() {
+        let name = entry.path().file_stem().and_then(|s| s.to_str()).map(str::to_string);
+        if let Some(name) = name {
+            let wasm = out.join(format!("{name}.wasm"));
+            println!("cargo:rustc-env={}_WASM={}", name.to_uppercase(), wasm.display());
+        }
+    }
+}
