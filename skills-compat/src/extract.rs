@@ -37,7 +37,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
+use cap_std::fs::{
+    Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt,
+};
 use zip::ZipArchive;
 use zip::read::HasZipMetadata;
 
@@ -238,7 +240,13 @@ impl<'a> Budget<'a> {
     ///
     /// `counted_size` is the declared data size that counts against the total: regular files
     /// always; for tar, every member's data (it is decompressed even when skipped).
-    fn admit(&mut self, raw_name: &[u8], kind: Kind, declared: u64, counted_size: u64) -> Result<Components, ExtractError> {
+    fn admit(
+        &mut self,
+        raw_name: &[u8],
+        kind: Kind,
+        declared: u64,
+        counted_size: u64,
+    ) -> Result<Components, ExtractError> {
         let parts = safe_member_name(raw_name).map_err(|refusal| match refusal {
             NameRefusal::Absolute => ExtractError::AbsolutePath(lossy(raw_name)),
             NameRefusal::ParentComponent => ExtractError::ParentComponent(lossy(raw_name)),
@@ -280,7 +288,12 @@ impl<'a> Budget<'a> {
     }
 
     /// Copies one member, refusing before writing any byte past a limit.
-    fn copy(&mut self, name: &[u8], src: &mut dyn Read, dst: &mut impl Write) -> Result<u64, ExtractError> {
+    fn copy(
+        &mut self,
+        name: &[u8],
+        src: &mut dyn Read,
+        dst: &mut impl Write,
+    ) -> Result<u64, ExtractError> {
         let mut buf = vec![0_u8; COPY_BUF_BYTES];
         let mut produced: u64 = 0;
         loop {
@@ -288,7 +301,12 @@ impl<'a> Budget<'a> {
                 Ok(0) => return Ok(produced),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ExtractError::Malformed(format!("reading member {:?}: {e}", lossy(name)))),
+                Err(e) => {
+                    return Err(ExtractError::Malformed(format!(
+                        "reading member {:?}: {e}",
+                        lossy(name)
+                    )));
+                }
             };
             let n64 = n as u64;
             produced += n64;
@@ -315,7 +333,12 @@ impl<'a> Budget<'a> {
 ///
 /// `scratch` is a private directory for temporary files (an xz stream is decompressed there
 /// first, under the same limits). `dest` should be empty and private to the caller.
-pub fn extract_archive(archive: &File, dest: &Dir, scratch: &Dir, limits: &ExtractLimits) -> Result<ExtractStats, ExtractError> {
+pub fn extract_archive(
+    archive: &File,
+    dest: &Dir,
+    scratch: &Dir,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
     let len = archive
         .metadata()
         .map_err(io_err("reading the archive's size"))?
@@ -332,12 +355,13 @@ pub fn extract_archive(archive: &File, dest: &Dir, scratch: &Dir, limits: &Extra
         let mut f = archive
             .try_clone()
             .map_err(io_err(format!("reopening the archive for {what}")))?;
-        f.seek(SeekFrom::Start(0)).map_err(io_err("rewinding the archive"))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(io_err("rewinding the archive"))?;
         Ok(BufReader::new(f))
     };
 
     match ZipArchive::new(reader("zip detection")?) {
-        Ok(zip) => return extract_zip(zip, archive, dest, limits),
+        Ok(zip) => extract_zip(zip, archive, dest, limits),
         Err(zip_error) => {
             let mut magic = [0_u8; 6];
             let n = archive
@@ -365,7 +389,9 @@ pub fn extract_archive(archive: &File, dest: &Dir, scratch: &Dir, limits: &Extra
 // zip
 
 fn zip_kind(host: u8, external_attr: u32, name_is_dir: bool) -> Kind {
-    let unix_mode = ZIP_UNIX_HOSTS.contains(&host).then_some(external_attr >> 16);
+    let unix_mode = ZIP_UNIX_HOSTS
+        .contains(&host)
+        .then_some(external_attr >> 16);
     if let Some(mode) = unix_mode {
         match mode & S_IFMT {
             S_IFLNK => return Kind::Skip(SkippedKind::Symlink),
@@ -392,7 +418,12 @@ struct ZipMember {
     kind: Kind,
 }
 
-fn extract_zip(mut zip: ZipArchive<BufReader<File>>, raw: &File, dest: &Dir, limits: &ExtractLimits) -> Result<ExtractStats, ExtractError> {
+fn extract_zip(
+    mut zip: ZipArchive<BufReader<File>>,
+    raw: &File,
+    dest: &Dir,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
     if zip.len() as u64 > limits.max_entries {
         return Err(ExtractError::TooManyEntries {
             limit: limits.max_entries,
@@ -407,21 +438,34 @@ fn extract_zip(mut zip: ZipArchive<BufReader<File>>, raw: &File, dest: &Dir, lim
             .map_err(|e| ExtractError::Malformed(format!("zip member {index}: {e}")))?;
         let name = entry.name();
         let raw_name = match name.find('\0') {
-            Some(nul) => name[..nul].as_bytes().to_vec(),
+            Some(nul) => name.as_bytes()[..nul].to_vec(),
             None => name.as_bytes().to_vec(),
         };
         // The creator host byte is the high byte of "version made by" in the central header;
         // the zip crate folds 19 (OS X) into "unknown", so read it directly.
         let mut host = [0_u8; 1];
         raw.read_exact_at(&mut host, entry.central_header_start() + 5)
-            .map_err(|e| ExtractError::Malformed(format!("zip central header of member {index}: {e}")))?;
+            .map_err(|e| {
+                ExtractError::Malformed(format!("zip central header of member {index}: {e}"))
+            })?;
         let name_is_dir = raw_name.last() == Some(&b'/');
-        let kind = zip_kind(host[0], entry.get_metadata().external_attributes, name_is_dir);
+        let kind = zip_kind(
+            host[0],
+            entry.get_metadata().external_attributes,
+            name_is_dir,
+        );
         let declared = entry.size();
-        let counted = if matches!(kind, Kind::File { .. }) { declared } else { 0 };
+        let counted = if matches!(kind, Kind::File { .. }) {
+            declared
+        } else {
+            0
+        };
         let parts = budget.admit(&raw_name, kind, declared, counted)?;
         if matches!(kind, Kind::File { .. }) && entry.encrypted() {
-            return Err(ExtractError::Unsupported(format!("encrypted zip member {:?}", lossy(&raw_name))));
+            return Err(ExtractError::Unsupported(format!(
+                "encrypted zip member {:?}",
+                lossy(&raw_name)
+            )));
         }
         members.push(ZipMember {
             index,
@@ -464,10 +508,14 @@ fn extract_zip(mut zip: ZipArchive<BufReader<File>>, raw: &File, dest: &Dir, lim
                 stats.dirs += 1;
             }
             Kind::File { executable } => {
-                let mut src = zip
-                    .by_index(member.index)
-                    .map_err(|e| ExtractError::Malformed(format!("zip member {:?}: {e}", lossy(&member.raw_name))))?;
-                stats.bytes += writer.file(target, &member.raw_name, executable, &mut src, &mut budget)?;
+                let mut src = zip.by_index(member.index).map_err(|e| {
+                    ExtractError::Malformed(format!(
+                        "zip member {:?}: {e}",
+                        lossy(&member.raw_name)
+                    ))
+                })?;
+                stats.bytes +=
+                    writer.file(target, &member.raw_name, executable, &mut src, &mut budget)?;
                 stats.files += 1;
             }
             Kind::Skip(_) => {}
@@ -499,7 +547,10 @@ fn tar_kind(type_byte: u8, name: &[u8], mode: u32) -> Result<Kind, ExtractError>
         b'4' => Kind::Skip(SkippedKind::BlockDevice),
         b'6' => Kind::Skip(SkippedKind::Fifo),
         b'S' => {
-            return Err(ExtractError::Unsupported(format!("GNU sparse member {:?}", lossy(name))));
+            return Err(ExtractError::Unsupported(format!(
+                "GNU sparse member {:?}",
+                lossy(name)
+            )));
         }
         other => Kind::Skip(SkippedKind::Other(other)),
     })
@@ -542,14 +593,19 @@ fn parse_pax(buf: &[u8], global: bool) -> Result<(Option<Vec<u8>>, Option<u64>),
         }
     }
     if global && (path.is_some() || size.is_some()) {
-        return Err(ExtractError::Unsupported("global PAX path or size record".into()));
+        return Err(ExtractError::Unsupported(
+            "global PAX path or size record".into(),
+        ));
     }
     Ok((path, size))
 }
 
 /// Walks a tar stream member by member, applying GNU long names and PAX paths with bounded
 /// reads. `visit` gets each logical member and its data.
-fn walk_tar(reader: impl Read, mut visit: impl FnMut(TarMember, &mut dyn Read) -> Result<(), ExtractError>) -> Result<(), ExtractError> {
+fn walk_tar(
+    reader: impl Read,
+    mut visit: impl FnMut(TarMember, &mut dyn Read) -> Result<(), ExtractError>,
+) -> Result<(), ExtractError> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -570,14 +626,18 @@ fn walk_tar(reader: impl Read, mut visit: impl FnMut(TarMember, &mut dyn Read) -
         match type_byte {
             b'L' => {
                 if long_name.is_some() {
-                    return Err(ExtractError::Malformed("two GNU long names for one member".into()));
+                    return Err(ExtractError::Malformed(
+                        "two GNU long names for one member".into(),
+                    ));
                 }
                 long_name = Some(read_extension(&mut entry, size, "GNU long name")?);
                 continue;
             }
             b'K' => {
                 if long_link_seen {
-                    return Err(ExtractError::Malformed("two GNU long link names for one member".into()));
+                    return Err(ExtractError::Malformed(
+                        "two GNU long link names for one member".into(),
+                    ));
                 }
                 // Links are never extracted; only bound the size of what is skipped.
                 read_extension(&mut entry, size, "GNU long link name")?;
@@ -586,7 +646,9 @@ fn walk_tar(reader: impl Read, mut visit: impl FnMut(TarMember, &mut dyn Read) -
             }
             b'x' | b'X' => {
                 if pax.is_some() {
-                    return Err(ExtractError::Malformed("two PAX headers for one member".into()));
+                    return Err(ExtractError::Malformed(
+                        "two PAX headers for one member".into(),
+                    ));
                 }
                 let buf = read_extension(&mut entry, size, "PAX header")?;
                 pax = Some(parse_pax(&buf, false)?);
@@ -614,10 +676,19 @@ fn walk_tar(reader: impl Read, mut visit: impl FnMut(TarMember, &mut dyn Read) -
             None => raw_name,
         };
         let kind = tar_kind(type_byte, &raw_name, header_mode)?;
-        visit(TarMember { raw_name, kind, size }, &mut entry)?;
+        visit(
+            TarMember {
+                raw_name,
+                kind,
+                size,
+            },
+            &mut entry,
+        )?;
     }
     if long_name.is_some() || pax.is_some() || long_link_seen {
-        return Err(ExtractError::Malformed("extension header without a member".into()));
+        return Err(ExtractError::Malformed(
+            "extension header without a member".into(),
+        ));
     }
     Ok(())
 }
@@ -659,7 +730,11 @@ impl<W: Write> Write for CappedWriter<W> {
 
 /// Decompresses an xz stream into a scratch file, bounded by what a tar within the limits can
 /// occupy (data, plus a header block and padding for each member and extension header).
-fn decompress_xz(mut input: BufReader<File>, scratch: &Dir, limits: &ExtractLimits) -> Result<File, ExtractError> {
+fn decompress_xz(
+    mut input: BufReader<File>,
+    scratch: &Dir,
+    limits: &ExtractLimits,
+) -> Result<File, ExtractError> {
     let cap = limits
         .max_total_bytes
         .saturating_add(limits.max_entries.saturating_mul(4 * 1024))
@@ -683,9 +758,13 @@ fn decompress_xz(mut input: BufReader<File>, scratch: &Dir, limits: &ExtractLimi
         cap,
     };
     lzma_rs::xz_decompress(&mut input, &mut out).map_err(|e| match e {
-        lzma_rs::error::Error::IoError(io) if io.get_ref().is_some_and(|e| e.is::<StreamCapExceeded>()) => ExtractError::TotalTooLarge {
-            limit: limits.max_total_bytes,
-        },
+        lzma_rs::error::Error::IoError(io)
+            if io.get_ref().is_some_and(|e| e.is::<StreamCapExceeded>()) =>
+        {
+            ExtractError::TotalTooLarge {
+                limit: limits.max_total_bytes,
+            }
+        }
         other => ExtractError::Malformed(format!("xz: {other}")),
     })?;
     out.flush().map_err(io_err("writing the xz scratch file"))?;
@@ -704,7 +783,9 @@ fn extract_tar(
     let open: Opener<'_> = if format == ArchiveFormat::TarXz {
         let tar = decompress_xz(reader("xz")?, scratch, limits)?;
         Box::new(move |_| {
-            let mut f = tar.try_clone().map_err(io_err("reopening the xz scratch file"))?;
+            let mut f = tar
+                .try_clone()
+                .map_err(io_err("reopening the xz scratch file"))?;
             f.seek(SeekFrom::Start(0))
                 .map_err(io_err("rewinding the xz scratch file"))?;
             Ok(Box::new(BufReader::new(f)) as Box<dyn Read>)
@@ -754,7 +835,8 @@ fn extract_tar(
             Kind::File { executable } => {
                 let target = strip_top(&parts, top.as_deref());
                 if !target.is_empty() {
-                    stats.bytes += writer.file(target, &member.raw_name, executable, data, &mut budget)?;
+                    stats.bytes +=
+                        writer.file(target, &member.raw_name, executable, data, &mut budget)?;
                     stats.files += 1;
                 }
             }
@@ -778,20 +860,32 @@ impl TreeWriter<'_> {
         match parent.open_dir_nofollow(name) {
             Ok(dir) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(format!("opening a directory for member {:?}", lossy(member)))(e)),
+            Err(e) => {
+                return Err(io_err(format!(
+                    "opening a directory for member {:?}",
+                    lossy(member)
+                ))(e));
+            }
         }
         let mut builder = DirBuilder::new();
         builder.mode(DIR_MODE);
         parent
             .create_dir_with(name, &builder)
-            .map_err(io_err(format!("creating a directory for member {:?}", lossy(member))))?;
+            .map_err(io_err(format!(
+                "creating a directory for member {:?}",
+                lossy(member)
+            )))?;
         // Exactly 0700 whatever the umask.
         parent
             .set_permissions(name, Permissions::from_mode(DIR_MODE))
-            .map_err(io_err(format!("setting the mode of a directory for member {:?}", lossy(member))))?;
-        parent
-            .open_dir_nofollow(name)
-            .map_err(io_err(format!("opening a directory for member {:?}", lossy(member))))
+            .map_err(io_err(format!(
+                "setting the mode of a directory for member {:?}",
+                lossy(member)
+            )))?;
+        parent.open_dir_nofollow(name).map_err(io_err(format!(
+            "opening a directory for member {:?}",
+            lossy(member)
+        )))
     }
 
     fn dirs(&self, parts: &[Vec<u8>], member: &[u8]) -> Result<Dir, ExtractError> {
@@ -809,7 +903,14 @@ impl TreeWriter<'_> {
         self.dirs(parts, member).map(drop)
     }
 
-    fn file(&mut self, parts: &[Vec<u8>], member: &[u8], executable: bool, src: &mut dyn Read, budget: &mut Budget<'_>) -> Result<u64, ExtractError> {
+    fn file(
+        &mut self,
+        parts: &[Vec<u8>],
+        member: &[u8],
+        executable: bool,
+        src: &mut dyn Read,
+        budget: &mut Budget<'_>,
+    ) -> Result<u64, ExtractError> {
         let Some((name, parents)) = parts.split_last() else {
             return Ok(0);
         };
@@ -824,15 +925,25 @@ impl TreeWriter<'_> {
                     .follow(FollowSymlinks::No)
                     .mode(0o600),
             )
-            .map_err(io_err(format!("creating the file for member {:?}", lossy(member))))?;
+            .map_err(io_err(format!(
+                "creating the file for member {:?}",
+                lossy(member)
+            )))?;
         let mut out = io::BufWriter::new(file);
         let written = budget.copy(member, src, &mut out)?;
         let file = out
             .into_inner()
             .map_err(|e| io_err(format!("writing member {:?}", lossy(member)))(e.into_error()))?;
-        let mode = if executable { EXEC_FILE_MODE } else { FILE_MODE };
+        let mode = if executable {
+            EXEC_FILE_MODE
+        } else {
+            FILE_MODE
+        };
         file.set_permissions(Permissions::from_mode(mode))
-            .map_err(io_err(format!("setting the mode of member {:?}", lossy(member))))?;
+            .map_err(io_err(format!(
+                "setting the mode of member {:?}",
+                lossy(member)
+            )))?;
         Ok(written)
     }
 }
@@ -848,24 +959,54 @@ mod tests {
         assert_eq!(zip_kind(19, link, false), Kind::Skip(SkippedKind::Symlink));
         // From a DOS host the bits are not a mode: a plain (executable-looking) file.
         assert_eq!(zip_kind(0, link, false), Kind::File { executable: true });
-        assert_eq!(zip_kind(3, (S_IFIFO | 0o644) << 16, false), Kind::Skip(SkippedKind::Fifo));
+        assert_eq!(
+            zip_kind(3, (S_IFIFO | 0o644) << 16, false),
+            Kind::Skip(SkippedKind::Fifo)
+        );
         assert_eq!(zip_kind(3, (S_IFDIR | 0o755) << 16, false), Kind::Dir);
         assert_eq!(zip_kind(0, 0x10, true), Kind::Dir);
-        assert_eq!(zip_kind(3, (0o100_000 | 0o744) << 16, false), Kind::File { executable: true });
-        assert_eq!(zip_kind(3, (0o100_000 | 0o644) << 16, false), Kind::File { executable: false });
+        assert_eq!(
+            zip_kind(3, (0o100_000 | 0o744) << 16, false),
+            Kind::File { executable: true }
+        );
+        assert_eq!(
+            zip_kind(3, (0o100_000 | 0o644) << 16, false),
+            Kind::File { executable: false }
+        );
         assert_eq!(zip_kind(0, 0, false), Kind::File { executable: false });
     }
 
     #[test]
     fn tar_kinds_match_tarfile() {
-        assert_eq!(tar_kind(b'0', b"a", 0o755).unwrap(), Kind::File { executable: true });
-        assert_eq!(tar_kind(b'\0', b"a", 0o644).unwrap(), Kind::File { executable: false });
+        assert_eq!(
+            tar_kind(b'0', b"a", 0o755).unwrap(),
+            Kind::File { executable: true }
+        );
+        assert_eq!(
+            tar_kind(b'\0', b"a", 0o644).unwrap(),
+            Kind::File { executable: false }
+        );
         assert_eq!(tar_kind(b'\0', b"a/", 0o644).unwrap(), Kind::Dir);
-        assert_eq!(tar_kind(b'0', b"a/", 0o644).unwrap(), Kind::File { executable: false });
-        assert_eq!(tar_kind(b'7', b"a", 0o100).unwrap(), Kind::File { executable: true });
-        assert_eq!(tar_kind(b'1', b"a", 0).unwrap(), Kind::Skip(SkippedKind::HardLink));
-        assert_eq!(tar_kind(b'V', b"a", 0).unwrap(), Kind::Skip(SkippedKind::Other(b'V')));
-        assert!(matches!(tar_kind(b'S', b"a", 0), Err(ExtractError::Unsupported(_))));
+        assert_eq!(
+            tar_kind(b'0', b"a/", 0o644).unwrap(),
+            Kind::File { executable: false }
+        );
+        assert_eq!(
+            tar_kind(b'7', b"a", 0o100).unwrap(),
+            Kind::File { executable: true }
+        );
+        assert_eq!(
+            tar_kind(b'1', b"a", 0).unwrap(),
+            Kind::Skip(SkippedKind::HardLink)
+        );
+        assert_eq!(
+            tar_kind(b'V', b"a", 0).unwrap(),
+            Kind::Skip(SkippedKind::Other(b'V'))
+        );
+        assert!(matches!(
+            tar_kind(b'S', b"a", 0),
+            Err(ExtractError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -879,7 +1020,10 @@ mod tests {
             format!("{len}{body}")
         };
         let buf = format!("{}{}", rec("path", "a/b"), rec("mtime", "1"));
-        assert_eq!(parse_pax(buf.as_bytes(), false).unwrap(), (Some(b"a/b".to_vec()), None));
+        assert_eq!(
+            parse_pax(buf.as_bytes(), false).unwrap(),
+            (Some(b"a/b".to_vec()), None)
+        );
         let buf = rec("size", "10");
         assert_eq!(parse_pax(buf.as_bytes(), false).unwrap(), (None, Some(10)));
         assert!(parse_pax(rec("path", "x").as_bytes(), true).is_err());

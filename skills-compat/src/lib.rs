@@ -9,8 +9,8 @@
 //! The crate has no HTTP and no wasmtime dependency. The worker resolves skill versions and
 //! downloads archives, then hands each archive to [`SkillsManager`] as a byte stream
 //! ([`std::io::Read`] or [`tokio::io::AsyncRead`]). For memory stores, the worker implements
-//! [`memory::MemoryIo`] (HTTP calls plus the store folder) and drives the sync engine in
-//! [`memory`].
+//! [`memory::MemoryApi`] (the HTTP calls), uses [`memory::folder::CapStdFolder`] for the store
+//! folder, and drives the sync engine in [`memory`].
 //!
 //! ## Key types
 //!

@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
+use cap_std::fs::{
+    Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::extract::{self, DIR_MODE, ExtractError, ExtractStats};
@@ -200,7 +202,12 @@ impl SkillsManager {
 
     /// Records (and logs) a failure that happened before an archive stream existed, e.g.
     /// resolving the version or opening the download, so [`Self::failures`] is complete.
-    pub fn record_failure(&mut self, skill_id: &str, version_id: Option<&str>, error: &dyn fmt::Display) {
+    pub fn record_failure(
+        &mut self,
+        skill_id: &str,
+        version_id: Option<&str>,
+        error: &dyn fmt::Display,
+    ) {
         tracing::warn!(skill_id, version_id, "failed to download skill: {error}");
         self.failures.push(SkillFailure {
             skill_id: skill_id.to_owned(),
@@ -212,7 +219,9 @@ impl SkillsManager {
     /// Opens (creating if needed) `<workdir>/skills`, refusing a symlink there.
     fn skills_root(&mut self) -> Result<Dir, SkillError> {
         if let Some(root) = &self.skills_root {
-            return root.try_clone().map_err(io_ctx("duplicating the skills dir handle"));
+            return root
+                .try_clone()
+                .map_err(io_ctx("duplicating the skills dir handle"));
         }
         let mut builder = DirBuilder::new();
         builder.mode(DIR_MODE);
@@ -228,8 +237,12 @@ impl SkillsManager {
         let root = self
             .workdir_dir
             .open_dir_nofollow(SKILLS_DIR)
-            .map_err(io_ctx("opening the skills dir (it must be a directory, not a symlink)"))?;
-        let handle = root.try_clone().map_err(io_ctx("duplicating the skills dir handle"))?;
+            .map_err(io_ctx(
+                "opening the skills dir (it must be a directory, not a symlink)",
+            ))?;
+        let handle = root
+            .try_clone()
+            .map_err(io_ctx("duplicating the skills dir handle"))?;
         self.skills_root = Some(root);
         Ok(handle)
     }
@@ -237,7 +250,11 @@ impl SkillsManager {
     /// Installs one skill from a blocking archive stream. On error nothing is left behind and
     /// an existing directory of the same name is untouched; the error is returned, not
     /// recorded (see [`Self::install_or_log`]).
-    pub fn install(&mut self, skill: &SkillDescriptor, mut archive: impl Read) -> Result<&InstalledSkill, SkillError> {
+    pub fn install(
+        &mut self,
+        skill: &SkillDescriptor,
+        mut archive: impl Read,
+    ) -> Result<&InstalledSkill, SkillError> {
         let dir_name = skill_dir_name(&skill.name, &skill.skill_id)?;
         let root = self.skills_root()?;
         let work = WorkDir::create(&root)?;
@@ -253,9 +270,11 @@ impl SkillsManager {
                 Err(e) => return Err(SkillError::Download(e)),
             };
             progress.advance(n as u64, &self.limits)?;
-            out.write_all(&buf[..n]).map_err(io_ctx("writing the archive spool file"))?;
+            out.write_all(&buf[..n])
+                .map_err(io_ctx("writing the archive spool file"))?;
         }
-        out.flush().map_err(io_ctx("writing the archive spool file"))?;
+        out.flush()
+            .map_err(io_ctx("writing the archive spool file"))?;
         drop(out);
         progress.done();
         let limits = self.limits;
@@ -265,13 +284,21 @@ impl SkillsManager {
 
     /// Installs one skill from an async archive stream: the download is spooled with async
     /// I/O, extraction runs on tokio's blocking pool. Same guarantees as [`Self::install`].
-    pub async fn install_async<R: AsyncRead + Unpin>(&mut self, skill: &SkillDescriptor, mut archive: R) -> Result<&InstalledSkill, SkillError> {
+    pub async fn install_async<R: AsyncRead + Unpin>(
+        &mut self,
+        skill: &SkillDescriptor,
+        mut archive: R,
+    ) -> Result<&InstalledSkill, SkillError> {
         let dir_name = skill_dir_name(&skill.name, &skill.skill_id)?;
         let root = self.skills_root()?;
         let work = WorkDir::create(&root)?;
         let spool = work.create_spool()?;
         let mut progress = Progress::new(skill, self.progress_step);
-        let mut out = tokio::fs::File::from_std(spool.try_clone().map_err(io_ctx("duplicating the spool file"))?);
+        let mut out = tokio::fs::File::from_std(
+            spool
+                .try_clone()
+                .map_err(io_ctx("duplicating the spool file"))?,
+        );
         let mut buf = vec![0_u8; SPOOL_BUF_BYTES];
         loop {
             let n = match archive.read(&mut buf).await {
@@ -285,14 +312,18 @@ impl SkillsManager {
                 .await
                 .map_err(io_ctx("writing the archive spool file"))?;
         }
-        out.flush().await.map_err(io_ctx("writing the archive spool file"))?;
+        out.flush()
+            .await
+            .map_err(io_ctx("writing the archive spool file"))?;
         drop(out);
         progress.done();
         let limits = self.limits;
         let name = dir_name.clone();
-        let (stats, manifest) = tokio::task::spawn_blocking(move || finish_install(&root, work, &spool, &name, &limits))
-            .await
-            .map_err(|e| SkillError::Task(e.to_string()))??;
+        let (stats, manifest) = tokio::task::spawn_blocking(move || {
+            finish_install(&root, work, &spool, &name, &limits)
+        })
+        .await
+        .map_err(|e| SkillError::Task(e.to_string()))??;
         Ok(self.record(skill, dir_name, progress.total, stats, manifest))
     }
 
@@ -308,7 +339,11 @@ impl SkillsManager {
     }
 
     /// [`Self::install_async`], logging and recording a failure instead of returning it.
-    pub async fn install_async_or_log<R: AsyncRead + Unpin>(&mut self, skill: &SkillDescriptor, archive: R) -> bool {
+    pub async fn install_async_or_log<R: AsyncRead + Unpin>(
+        &mut self,
+        skill: &SkillDescriptor,
+        archive: R,
+    ) -> bool {
         match self.install_async(skill, archive).await {
             Ok(_) => true,
             Err(e) => {
@@ -390,7 +425,10 @@ impl SkillsManager {
                 Ok(()) => tracing::info!("removed skill dir {}", path.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    tracing::warn!("failed to remove downloaded skill dir {}: {e}", path.display());
+                    tracing::warn!(
+                        "failed to remove downloaded skill dir {}: {e}",
+                        path.display()
+                    );
                     errors.push((path, e));
                 }
             }
@@ -567,7 +605,11 @@ fn finish_install(
 
 /// The directory a skill would be installed in, for callers that build prompts before
 /// installing: `<workdir>/skills/<skill_dir_name(name, skill_id)>`.
-pub fn skill_path(workdir: &Path, version_name: &str, skill_id: &str) -> Result<PathBuf, NameEscapes> {
+pub fn skill_path(
+    workdir: &Path,
+    version_name: &str,
+    skill_id: &str,
+) -> Result<PathBuf, NameEscapes> {
     Ok(workdir
         .join(SKILLS_DIR)
         .join(skill_dir_name(version_name, skill_id)?))

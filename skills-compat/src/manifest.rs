@@ -205,7 +205,9 @@ pub fn parse_manifest(text: &str) -> Result<SkillManifest, ManifestError> {
         }
         let chars = description.chars().count();
         if chars > MAX_DESCRIPTION_CHARS {
-            problems.push(format!("description is {chars} characters (limit {MAX_DESCRIPTION_CHARS})"));
+            problems.push(format!(
+                "description is {chars} characters (limit {MAX_DESCRIPTION_CHARS})"
+            ));
         }
         if has_xml_tag(description) {
             problems.push("description contains an XML tag".into());
@@ -216,7 +218,9 @@ pub fn parse_manifest(text: &str) -> Result<SkillManifest, ManifestError> {
     if let Some(c) = &compatibility {
         let chars = c.chars().count();
         if chars > MAX_COMPATIBILITY_CHARS {
-            problems.push(format!("compatibility is {chars} characters (limit {MAX_COMPATIBILITY_CHARS})"));
+            problems.push(format!(
+                "compatibility is {chars} characters (limit {MAX_COMPATIBILITY_CHARS})"
+            ));
         }
     }
     let allowed_tools = optional_string(&fields, "allowed-tools", &mut problems);
@@ -228,7 +232,10 @@ pub fn parse_manifest(text: &str) -> Result<SkillManifest, ManifestError> {
                 metadata.insert(scalar_text(k), scalar_text(v));
             }
         }
-        Some(other) => problems.push(format!("metadata must be a mapping, got {}", kind_of(other))),
+        Some(other) => problems.push(format!(
+            "metadata must be a mapping, got {}",
+            kind_of(other)
+        )),
     }
 
     match (name, description) {
@@ -255,7 +262,9 @@ pub fn name_problems(name: &str) -> Vec<String> {
         return problems;
     }
     if chars > MAX_NAME_CHARS {
-        problems.push(format!("name is {chars} characters (limit {MAX_NAME_CHARS})"));
+        problems.push(format!(
+            "name is {chars} characters (limit {MAX_NAME_CHARS})"
+        ));
     }
     if !name
         .chars()
@@ -284,7 +293,11 @@ fn has_xml_tag(text: &str) -> bool {
     })
 }
 
-fn required_string(fields: &BTreeMap<String, Value>, key: &str, problems: &mut Vec<String>) -> Option<String> {
+fn required_string(
+    fields: &BTreeMap<String, Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
     match fields.get(key) {
         None | Some(Value::Null) => {
             problems.push(format!("{key} is missing"));
@@ -298,7 +311,11 @@ fn required_string(fields: &BTreeMap<String, Value>, key: &str, problems: &mut V
     }
 }
 
-fn optional_string(fields: &BTreeMap<String, Value>, key: &str, problems: &mut Vec<String>) -> Option<String> {
+fn optional_string(
+    fields: &BTreeMap<String, Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
     match fields.get(key) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -354,7 +371,10 @@ mod tests {
 
     #[test]
     fn accepts_bom_crlf_and_a_quoted_multiline_description() {
-        let m = parse_manifest("\u{feff}---\r\nname: a1\r\ndescription: >\r\n  two\r\n  lines\r\n---\r\n").unwrap();
+        let m = parse_manifest(
+            "\u{feff}---\r\nname: a1\r\ndescription: >\r\n  two\r\n  lines\r\n---\r\n",
+        )
+        .unwrap();
         assert_eq!(m.name, "a1");
         assert_eq!(m.description.trim_end(), "two lines");
         assert_eq!(m.body, "");
@@ -362,27 +382,55 @@ mod tests {
 
     #[test]
     fn structural_errors_are_specific() {
-        assert_eq!(parse_manifest("# no front matter"), Err(ManifestError::NoFrontMatter));
+        assert_eq!(
+            parse_manifest("# no front matter"),
+            Err(ManifestError::NoFrontMatter)
+        );
         assert_eq!(parse_manifest(""), Err(ManifestError::NoFrontMatter));
         assert_eq!(
             parse_manifest("---\nname: a\ndescription: b\n"),
             Err(ManifestError::UnterminatedFrontMatter)
         );
-        assert_eq!(parse_manifest("---\n- a\n- b\n---\n"), Err(ManifestError::NotAMapping));
-        assert!(matches!(parse_manifest("---\nname: [unclosed\n---\n"), Err(ManifestError::Yaml(_))));
+        assert_eq!(
+            parse_manifest("---\n- a\n- b\n---\n"),
+            Err(ManifestError::NotAMapping)
+        );
+        assert!(matches!(
+            parse_manifest("---\nname: [unclosed\n---\n"),
+            Err(ManifestError::Yaml(_))
+        ));
     }
 
     #[test]
     fn lists_every_field_problem() {
-        let Err(ManifestError::Invalid(problems)) = parse_manifest("---\nname: Bad_Name-\nlicense: 3\n---\n") else {
+        let Err(ManifestError::Invalid(problems)) =
+            parse_manifest("---\nname: Bad_Name-\nlicense: 3\n---\n")
+        else {
             panic!("expected Invalid");
         };
-        assert!(problems.iter().any(|p| p.contains("lowercase letters")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("hyphen")), "{problems:?}");
-        assert!(problems.iter().any(|p| p == "description is missing"), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("license must be a string")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("lowercase letters")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("hyphen")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p == "description is missing"),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("license must be a string")),
+            "{problems:?}"
+        );
         let err = parse_manifest("---\nname: ok\ndescription: 5\n---\n").unwrap_err();
-        assert_eq!(err.to_string(), "SKILL.md front matter is invalid: description must be a string, got a number");
+        assert_eq!(
+            err.to_string(),
+            "SKILL.md front matter is invalid: description must be a string, got a number"
+        );
     }
 
     #[test]
@@ -393,11 +441,20 @@ mod tests {
         assert!(!name_problems("").is_empty());
         assert!(name_problems("a-1-b").is_empty());
         let long = format!("---\nname: a\ndescription: {}\n---\n", "d".repeat(1025));
-        assert!(matches!(parse_manifest(&long), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse_manifest(&long),
+            Err(ManifestError::Invalid(_))
+        ));
         let xml = "---\nname: a\ndescription: use <script>x</script>\n---\n";
-        assert!(matches!(parse_manifest(xml), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse_manifest(xml),
+            Err(ManifestError::Invalid(_))
+        ));
         let lt = "---\nname: a\ndescription: a < b and c > d\n---\n";
         assert!(parse_manifest(lt).is_ok());
-        assert!(matches!(parse_manifest("---\nname: a\ndescription: '  '\n---\n"), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse_manifest("---\nname: a\ndescription: '  '\n---\n"),
+            Err(ManifestError::Invalid(_))
+        ));
     }
 }

@@ -59,7 +59,9 @@ pub(crate) fn safe_member_name(raw: &[u8]) -> Result<Components, NameRefusal> {
 
 /// The single top-level directory shared by every (extracted) member, when there is one and at
 /// least one member lies below it.
-pub(crate) fn archive_top_dir<'a>(names: impl IntoIterator<Item = &'a Components>) -> Option<Vec<u8>> {
+pub(crate) fn archive_top_dir<'a>(
+    names: impl IntoIterator<Item = &'a Components>,
+) -> Option<Vec<u8>> {
     let mut tops: BTreeSet<&[u8]> = BTreeSet::new();
     let mut has_nested = false;
     for parts in names {
@@ -147,17 +149,30 @@ mod tests {
     #[test]
     fn traversal_and_absolute_names_are_refused() {
         assert_eq!(safe_member_name(b"/etc/passwd"), Err(NameRefusal::Absolute));
-        assert_eq!(safe_member_name(b"\\etc\\passwd"), Err(NameRefusal::Absolute));
+        assert_eq!(
+            safe_member_name(b"\\etc\\passwd"),
+            Err(NameRefusal::Absolute)
+        );
         assert_eq!(safe_member_name(b"//x"), Err(NameRefusal::Absolute));
         assert_eq!(safe_member_name(b"../x"), Err(NameRefusal::ParentComponent));
-        assert_eq!(safe_member_name(b"a/../../x"), Err(NameRefusal::ParentComponent));
-        assert_eq!(safe_member_name(b"a\\..\\x"), Err(NameRefusal::ParentComponent));
+        assert_eq!(
+            safe_member_name(b"a/../../x"),
+            Err(NameRefusal::ParentComponent)
+        );
+        assert_eq!(
+            safe_member_name(b"a\\..\\x"),
+            Err(NameRefusal::ParentComponent)
+        );
         assert_eq!(safe_member_name(b"a/.."), Err(NameRefusal::ParentComponent));
     }
 
     #[test]
     fn wrapper_dir_needs_one_top_and_a_nested_member() {
-        let wrapped = [comps("pdf"), comps("pdf/SKILL.md"), comps("pdf/scripts/run.sh")];
+        let wrapped = [
+            comps("pdf"),
+            comps("pdf/SKILL.md"),
+            comps("pdf/scripts/run.sh"),
+        ];
         assert_eq!(archive_top_dir(&wrapped), Some(b"pdf".to_vec()));
         let flat = [comps("SKILL.md"), comps("scripts/run.sh")];
         assert_eq!(archive_top_dir(&flat), None);
@@ -185,7 +200,11 @@ mod tests {
         assert_eq!(skill_dir_name("a/b/pdf", "skill_1").unwrap(), "pdf");
         assert_eq!(skill_dir_name("../../etc", "skill_1").unwrap(), "etc");
         for fallback in ["", "  ", ".", "..", "pdf/", "a/..", "/"] {
-            assert_eq!(skill_dir_name(fallback, "skill_1").unwrap(), "skill_1", "{fallback:?}");
+            assert_eq!(
+                skill_dir_name(fallback, "skill_1").unwrap(),
+                "skill_1",
+                "{fallback:?}"
+            );
         }
         assert!(skill_dir_name("..", "..").is_err());
         assert!(skill_dir_name("", "a/b").is_err());

@@ -165,7 +165,10 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 fn is_symlink_refusal(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::EMLINK))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::ENOTDIR | libc::EMLINK)
+    )
 }
 
 impl OutputsWalker {
@@ -208,7 +211,11 @@ impl Iterator for OutputsWalker {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(source) => {
-                    let path = if prefix.is_empty() { ".".into() } else { prefix };
+                    let path = if prefix.is_empty() {
+                        ".".into()
+                    } else {
+                        prefix
+                    };
                     return self.fail(OutputsError::Io { path, source });
                 }
             };
@@ -236,7 +243,12 @@ impl Iterator for OutputsWalker {
                 }
                 Err(source) => return self.fail(OutputsError::Io { path, source }),
             };
-            let skipped = |reason| Some(Ok(OutputEntry::Skipped { path: path.clone(), reason }));
+            let skipped = |reason| {
+                Some(Ok(OutputEntry::Skipped {
+                    path: path.clone(),
+                    reason,
+                }))
+            };
             if ft.is_dir() {
                 if depth + 1 > self.limits.max_depth {
                     return skipped(SkipReason::TooDeep);
@@ -245,10 +257,7 @@ impl Iterator for OutputsWalker {
                     .stack
                     .last()
                     .map(|f| f.dir.open_dir_nofollow(name))
-                    .and_then(|r| match r {
-                        Ok(dir) => Some(dir.entries().map(|entries| (dir, entries))),
-                        Err(e) => Some(Err(e)),
-                    });
+                    .map(|r| r.and_then(|dir| dir.entries().map(|entries| (dir, entries))));
                 match opened {
                     Some(Ok((dir, entries))) => self.stack.push(Frame {
                         dir,
@@ -256,8 +265,12 @@ impl Iterator for OutputsWalker {
                         entries,
                         depth: depth + 1,
                     }),
-                    Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return skipped(SkipReason::Vanished),
-                    Some(Err(e)) if is_symlink_refusal(&e) => return skipped(SkipReason::ChangedType),
+                    Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        return skipped(SkipReason::Vanished);
+                    }
+                    Some(Err(e)) if is_symlink_refusal(&e) => {
+                        return skipped(SkipReason::ChangedType);
+                    }
                     Some(Err(source)) => return self.fail(OutputsError::Io { path, source }),
                     None => return None,
                 }
@@ -277,7 +290,9 @@ impl Iterator for OutputsWalker {
             })?;
             let file = match opened {
                 Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return skipped(SkipReason::Vanished),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return skipped(SkipReason::Vanished);
+                }
                 Err(e) if is_symlink_refusal(&e) => return skipped(SkipReason::ChangedType),
                 Err(source) => return self.fail(OutputsError::Io { path, source }),
             };

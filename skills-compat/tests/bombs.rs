@@ -12,7 +12,9 @@ use cap_std::fs::Dir;
 use common::*;
 use flate2::Compression;
 use wasm_sandbox_skills::extract::extract_archive;
-use wasm_sandbox_skills::{ExtractError, ExtractLimits, SkillDescriptor, SkillError, SkillsManager};
+use wasm_sandbox_skills::{
+    ExtractError, ExtractLimits, SkillDescriptor, SkillError, SkillsManager,
+};
 
 const TEN_GB: u64 = 10 * 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
@@ -28,7 +30,10 @@ fn skill() -> SkillDescriptor {
 
 /// Spools a lazy source to a temp file and extracts it into a fresh dir, returning the
 /// result and the dest dir (for inspecting what was written before the refusal).
-fn extract(src: &DataSource, limits: &ExtractLimits) -> (Result<u64, ExtractError>, tempfile::TempDir) {
+fn extract(
+    src: &DataSource,
+    limits: &ExtractLimits,
+) -> (Result<u64, ExtractError>, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("archive");
     let mut f = File::create(&path).unwrap();
@@ -64,11 +69,17 @@ fn zip_declaring_10_gb_is_refused_before_decompressing() {
         zip64: true,
     };
     let archive = zip_pieces(&[ZipEntry::file("bomb/SKILL.md", b"x", 0o644), entry]);
-    assert!(archive.len() < 32 * MIB, "the bomb itself is small: {}", archive.len());
+    assert!(
+        archive.len() < 32 * MIB,
+        "the bomb itself is small: {}",
+        archive.len()
+    );
     // Through the manager, with the default limits.
     let wd = tempfile::tempdir().unwrap();
     let mut m = SkillsManager::new(wd.path(), ExtractLimits::default()).unwrap();
-    let err = m.install(&skill(), PiecesReader::new(&archive)).unwrap_err();
+    let err = m
+        .install(&skill(), PiecesReader::new(&archive))
+        .unwrap_err();
     match err {
         SkillError::Extract(ExtractError::FileTooLarge { size, limit, .. }) => {
             assert_eq!(size, TEN_GB);
@@ -108,7 +119,10 @@ fn zip_lying_about_its_size_is_cut_off_at_the_limit() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(written_bytes(&tmp.path().join("dest")) <= 16 * MIB, "wrote past the per-file limit");
+    assert!(
+        written_bytes(&tmp.path().join("dest")) <= 16 * MIB,
+        "wrote past the per-file limit"
+    );
 
     // Several liars, each under the per-file limit, hit the total limit.
     let limits = ExtractLimits {
@@ -124,12 +138,18 @@ fn zip_lying_about_its_size_is_cut_off_at_the_limit() {
         max_file_bytes: 128 * MIB,
         ..limits
     };
-    let (result, tmp) = extract(&zip_pieces(&[small_liar("a"), small_liar("b")]), &limits_big_files);
+    let (result, tmp) = extract(
+        &zip_pieces(&[small_liar("a"), small_liar("b")]),
+        &limits_big_files,
+    );
     assert!(
         matches!(result, Err(ExtractError::TotalTooLarge { limit }) if limit == 24 * MIB),
         "{result:?}"
     );
-    assert!(written_bytes(&tmp.path().join("dest")) <= 24 * MIB, "wrote past the total limit");
+    assert!(
+        written_bytes(&tmp.path().join("dest")) <= 24 * MIB,
+        "wrote past the total limit"
+    );
 }
 
 /// A gzip stream of `header ++ zeros(total) ++ tail`, as concatenated gzip members.
@@ -152,10 +172,16 @@ fn tar_gz_declaring_10_gb_is_refused_at_its_header() {
     let mut header = Vec::new();
     tar_header(&mut header, b"bomb/zeros.bin", b'0', 0o644, TEN_GB, b"");
     let archive = lazy_gz_tar(&header, TEN_GB, &[0_u8; 1024]);
-    assert!(archive.len() < 32 * MIB, "the bomb itself is small: {}", archive.len());
+    assert!(
+        archive.len() < 32 * MIB,
+        "the bomb itself is small: {}",
+        archive.len()
+    );
     let wd = tempfile::tempdir().unwrap();
     let mut m = SkillsManager::new(wd.path(), ExtractLimits::default()).unwrap();
-    let err = m.install(&skill(), PiecesReader::new(&archive)).unwrap_err();
+    let err = m
+        .install(&skill(), PiecesReader::new(&archive))
+        .unwrap_err();
     assert!(
         matches!(err, SkillError::Extract(ExtractError::FileTooLarge { size, .. }) if size == TEN_GB),
         "{err:?}"
@@ -165,8 +191,14 @@ fn tar_gz_declaring_10_gb_is_refused_at_its_header() {
     // A symlink that declares 10 GB of data would cost 10 GB of decompression to skip: refused.
     let mut header = Vec::new();
     tar_header(&mut header, b"link", b'2', 0o777, TEN_GB, b"/etc/passwd");
-    let (result, tmp) = extract(&lazy_gz_tar(&header, TEN_GB, &[0_u8; 1024]), &ExtractLimits::default());
-    assert!(matches!(result, Err(ExtractError::TotalTooLarge { .. })), "{result:?}");
+    let (result, tmp) = extract(
+        &lazy_gz_tar(&header, TEN_GB, &[0_u8; 1024]),
+        &ExtractLimits::default(),
+    );
+    assert!(
+        matches!(result, Err(ExtractError::TotalTooLarge { .. })),
+        "{result:?}"
+    );
     assert_eq!(tree(&tmp.path().join("dest")), Vec::<String>::new());
 }
 
@@ -183,8 +215,15 @@ fn tar_total_is_checked_before_anything_is_written() {
         ..ExtractLimits::default()
     };
     let (result, tmp) = extract(&DataSource::bytes(&gz(&t)), &limits);
-    assert!(matches!(result, Err(ExtractError::TotalTooLarge { .. })), "{result:?}");
-    assert_eq!(tree(&tmp.path().join("dest")), Vec::<String>::new(), "pass 1 writes nothing");
+    assert!(
+        matches!(result, Err(ExtractError::TotalTooLarge { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        tree(&tmp.path().join("dest")),
+        Vec::<String>::new(),
+        "pass 1 writes nothing"
+    );
     // Under the limit it extracts.
     let limits = ExtractLimits {
         max_total_bytes: 12 * MIB,

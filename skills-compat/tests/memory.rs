@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use wasm_sandbox_skills::memory::folder::CapStdFolder;
 use wasm_sandbox_skills::memory::{
-    DeleteMode, MARKER_PATH, MemoryApi, MemoryFolder, RemoteError, RemoteMemory, StoreSyncState, SyncOptions,
-    SyncOutcome, download_store, flush_store, marker_contents, sha256_hex, sync_store,
+    DeleteMode, MARKER_PATH, MemoryApi, MemoryFolder, RemoteError, RemoteMemory, StoreSyncState,
+    SyncOptions, SyncOutcome, download_store, flush_store, marker_contents, may_dispose,
+    sha256_hex, sync_store,
 };
 
 #[derive(Default)]
@@ -61,7 +62,12 @@ impl FakeApi {
     }
 
     fn content(&self, path: &str) -> Option<String> {
-        self.0.lock().unwrap().mems.get(path).map(|(_, c)| c.clone())
+        self.0
+            .lock()
+            .unwrap()
+            .mems
+            .get(path)
+            .map(|(_, c)| c.clone())
     }
 
     fn take_calls(&self) -> Vec<String> {
@@ -79,19 +85,27 @@ impl FakeApi {
     }
 
     fn lost_response(&self, op: &str, path: &str) -> bool {
-        self.0.lock().unwrap().save_then_fail.remove(&format!("{op} {path}"))
+        self.0
+            .lock()
+            .unwrap()
+            .save_then_fail
+            .remove(&format!("{op} {path}"))
     }
 
     fn path_of(&self, id: &str) -> Option<String> {
         let s = self.0.lock().unwrap();
-        s.mems.iter().find(|(_, (i, _))| i == id).map(|(p, _)| p.clone())
+        s.mems
+            .iter()
+            .find(|(_, (i, _))| i == id)
+            .map(|(p, _)| p.clone())
     }
 }
 
 impl MemoryApi for FakeApi {
     async fn list(&self, full: bool) -> Result<Vec<RemoteMemory>, RemoteError> {
         let mut s = self.0.lock().unwrap();
-        s.calls.push(format!("list {}", if full { "full" } else { "basic" }));
+        s.calls
+            .push(format!("list {}", if full { "full" } else { "basic" }));
         Ok(s.mems
             .iter()
             .map(|(path, (id, content))| RemoteMemory {
@@ -127,7 +141,12 @@ impl MemoryApi for FakeApi {
         Ok(sha256_hex(content.as_bytes()))
     }
 
-    async fn update(&self, memory_id: &str, content: &str, precondition_sha: &str) -> Result<String, RemoteError> {
+    async fn update(
+        &self,
+        memory_id: &str,
+        content: &str,
+        precondition_sha: &str,
+    ) -> Result<String, RemoteError> {
         let path = self.path_of(memory_id).ok_or_else(|| err(404))?;
         self.check("update", &path)?;
         let racing = self.0.lock().unwrap().race.remove(&path);
@@ -185,7 +204,12 @@ impl Store {
         }
     }
 
-    async fn sync_at(&mut self, secs: u64, mode: DeleteMode, final_pass: bool) -> wasm_sandbox_skills::memory::SyncReport {
+    async fn sync_at(
+        &mut self,
+        secs: u64,
+        mode: DeleteMode,
+        final_pass: bool,
+    ) -> wasm_sandbox_skills::memory::SyncReport {
         let opts = SyncOptions {
             mode,
             final_pass,
@@ -219,7 +243,13 @@ fn files(root: &Path) -> Vec<String> {
             if e.file_type().unwrap().is_dir() {
                 walk(root, &e.path(), out);
             } else {
-                out.push(e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -239,7 +269,14 @@ async fn download_writes_the_marker_and_every_memory() {
     assert_eq!(s.state.baseline().len(), 2);
     let report = s.sync().await;
     assert_eq!(report.outcome, SyncOutcome::Synced);
-    assert_eq!(s.api.take_calls(), ["list basic"], "an unchanged store moves no content");
+    assert_eq!(
+        s.api.take_calls(),
+        ["list basic"],
+        "an unchanged store moves no content"
+    );
+    assert!(may_dispose(&s.state, &s.folder).await);
+    s.folder.remove_root().unwrap();
+    assert!(!s.folder.root_exists().unwrap());
 }
 
 #[tokio::test]
@@ -250,7 +287,10 @@ async fn local_edits_upload_with_a_precondition_and_new_files_are_created() {
     s.write("sub/new.md", "fresh");
     let report = s.sync().await;
     assert_eq!(report.uploaded, ["notes.md", "sub/new.md"]);
-    assert_eq!(s.api.take_calls(), ["list basic", "update /notes.md", "create /sub/new.md"]);
+    assert_eq!(
+        s.api.take_calls(),
+        ["list basic", "update /notes.md", "create /sub/new.md"]
+    );
     assert_eq!(s.api.content("/notes.md").unwrap(), "n2");
     assert_eq!(s.api.content("/sub/new.md").unwrap(), "fresh");
     s.sync().await;
@@ -271,7 +311,12 @@ async fn remote_edits_are_pulled_and_the_remote_wins_a_conflict() {
     assert_eq!(s.read("b.md").unwrap(), "b-remote");
     assert_eq!(s.read("c.md").unwrap(), "c-new");
     let calls = s.api.take_calls();
-    assert!(!calls.iter().any(|c| c.starts_with("update") || c.starts_with("create")), "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("update") || c.starts_with("create")),
+        "{calls:?}"
+    );
     s.sync().await;
     assert_eq!(s.api.take_calls(), ["list basic"]);
 }
@@ -282,7 +327,10 @@ async fn a_local_delete_waits_30_seconds_and_a_fresh_check() {
     std::fs::remove_file(s.path("gone.md")).unwrap();
     for secs in [0, 29] {
         let report = s.sync_at(secs, DeleteMode::Enabled, false).await;
-        assert!(report.deleted_remote.is_empty(), "deleted too early at {secs}s");
+        assert!(
+            report.deleted_remote.is_empty(),
+            "deleted too early at {secs}s"
+        );
     }
     assert!(s.api.content("/gone.md").is_some());
     assert!(s.state.pending_deletes().contains_key("gone.md"));
@@ -370,7 +418,16 @@ async fn remote_deletes_remove_unchanged_files_and_recreate_edited_ones() {
 
 #[tokio::test]
 async fn read_only_stores_pull_but_never_push_or_delete() {
-    let mut s = Store::new(&[("/a.md", "a"), ("/b.md", "b"), ("/c.md", "c"), ("/d.md", "d")], true).await;
+    let mut s = Store::new(
+        &[
+            ("/a.md", "a"),
+            ("/b.md", "b"),
+            ("/c.md", "c"),
+            ("/d.md", "d"),
+        ],
+        true,
+    )
+    .await;
     s.write("a.md", "a-local");
     std::fs::remove_file(s.path("b.md")).unwrap();
     s.write("new.md", "new");
@@ -381,26 +438,46 @@ async fn read_only_stores_pull_but_never_push_or_delete() {
     assert_eq!(report.removed_local, ["d.md"]);
     assert!(report.uploaded.is_empty() && report.deleted_remote.is_empty());
     let calls = s.api.take_calls();
-    assert!(calls.iter().all(|c| c.starts_with("list") || c.starts_with("fetch")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("list") || c.starts_with("fetch")),
+        "{calls:?}"
+    );
     assert_eq!(s.api.content("/a.md").unwrap(), "a");
     assert_eq!(s.api.content("/b.md").unwrap(), "b");
     assert_eq!(s.read("c.md").unwrap(), "c2");
     let flush = flush_store(&mut s.state, &s.folder, &s.api).await;
     assert!(flush.uploaded.is_empty());
-    assert!(s.api.take_calls().is_empty(), "a read-only flush makes no calls");
+    assert!(
+        s.api.take_calls().is_empty(),
+        "a read-only flush makes no calls"
+    );
 }
 
 #[tokio::test]
 async fn a_refused_file_is_retried_only_after_it_changes() {
     let mut s = Store::new(&[("/keep.md", "k")], false).await;
     s.write("big.md", "too big");
-    s.api.0.lock().unwrap().fail.insert("create /big.md".into(), 413);
+    s.api
+        .0
+        .lock()
+        .unwrap()
+        .fail
+        .insert("create /big.md".into(), 413);
     let report = s.sync().await;
     assert!(report.uploaded.is_empty());
-    assert_eq!(s.state.refused().get("big.md"), Some(&sha256_hex(b"too big")));
+    assert_eq!(
+        s.state.refused().get("big.md"),
+        Some(&sha256_hex(b"too big"))
+    );
     s.api.take_calls();
     s.sync().await;
-    assert_eq!(s.api.take_calls(), ["list basic"], "not retried while unchanged");
+    assert_eq!(
+        s.api.take_calls(),
+        ["list basic"],
+        "not retried while unchanged"
+    );
     s.write("big.md", "smaller");
     let report = s.sync().await;
     assert_eq!(report.uploaded, ["big.md"]);
@@ -419,13 +496,19 @@ async fn a_wiped_folder_is_redownloaded_not_deleted() {
     std::fs::remove_file(s.path("a.md")).unwrap();
     std::fs::remove_file(s.path("b.md")).unwrap();
     let report = s.sync_at(100, DeleteMode::Enabled, true).await;
-    assert!(matches!(report.outcome, SyncOutcome::Recovered(_)), "{report:?}");
+    assert!(
+        matches!(report.outcome, SyncOutcome::Recovered(_)),
+        "{report:?}"
+    );
     assert_eq!(files(&s.root), [MARKER_PATH, "a.md", "b.md"]);
     assert!(!s.api.take_calls().iter().any(|c| c.starts_with("delete")));
     // The whole folder gone: also re-downloaded.
     std::fs::remove_dir_all(&s.root).unwrap();
     let report = s.sync().await;
-    assert!(matches!(report.outcome, SyncOutcome::Recovered(_)), "{report:?}");
+    assert!(
+        matches!(report.outcome, SyncOutcome::Recovered(_)),
+        "{report:?}"
+    );
     assert_eq!(files(&s.root), [MARKER_PATH, "a.md", "b.md"]);
 }
 
@@ -435,10 +518,17 @@ async fn a_foreign_or_missing_marker_with_files_is_left_alone() {
     s.write(MARKER_PATH, &marker_contents("memstore_OTHER"));
     s.write("a.md", "edited");
     let report = s.sync_at(100, DeleteMode::Enabled, true).await;
-    assert!(matches!(report.outcome, SyncOutcome::Distrusted(_)), "{report:?}");
+    assert!(
+        matches!(report.outcome, SyncOutcome::Distrusted(_)),
+        "{report:?}"
+    );
     assert!(s.api.take_calls().is_empty());
     let flush = flush_store(&mut s.state, &s.folder, &s.api).await;
     assert!(flush.skipped_reason.is_some() && flush.uploaded.is_empty());
+    assert!(
+        !may_dispose(&s.state, &s.folder).await,
+        "a foreign folder with files is kept"
+    );
     std::fs::remove_file(s.path(MARKER_PATH)).unwrap();
     let report = s.sync().await;
     assert!(matches!(report.outcome, SyncOutcome::Distrusted(_)));
@@ -450,7 +540,12 @@ async fn a_foreign_or_missing_marker_with_files_is_left_alone() {
 async fn a_lost_precondition_race_drops_the_local_edit() {
     let mut s = Store::new(&[("/notes.md", "v1")], false).await;
     s.write("notes.md", "local");
-    s.api.0.lock().unwrap().race.insert("/notes.md".into(), "someone else".into());
+    s.api
+        .0
+        .lock()
+        .unwrap()
+        .race
+        .insert("/notes.md".into(), "someone else".into());
     let report = s.sync().await;
     assert!(report.uploaded.is_empty());
     assert_eq!(s.api.content("/notes.md").unwrap(), "someone else");
@@ -463,10 +558,19 @@ async fn a_lost_precondition_race_drops_the_local_edit() {
 async fn an_upload_whose_response_was_lost_is_settled_by_the_next_listing() {
     let mut s = Store::new(&[("/notes.md", "v1")], false).await;
     s.write("notes.md", "v2");
-    s.api.0.lock().unwrap().save_then_fail.insert("update /notes.md".into());
+    s.api
+        .0
+        .lock()
+        .unwrap()
+        .save_then_fail
+        .insert("update /notes.md".into());
     let report = s.sync().await;
     assert!(report.uploaded.is_empty());
-    assert_eq!(s.api.content("/notes.md").unwrap(), "v2", "the server saved it");
+    assert_eq!(
+        s.api.content("/notes.md").unwrap(),
+        "v2",
+        "the server saved it"
+    );
     // A newer edit goes out over the unheard upload instead of losing to it.
     s.write("notes.md", "v3");
     s.api.take_calls();
@@ -480,7 +584,16 @@ async fn an_upload_whose_response_was_lost_is_settled_by_the_next_listing() {
 
 #[tokio::test]
 async fn flush_pushes_changes_only() {
-    let mut s = Store::new(&[("/a.md", "a"), ("/c.md", "c"), ("/d.md", "d"), ("/e.md", "e")], false).await;
+    let mut s = Store::new(
+        &[
+            ("/a.md", "a"),
+            ("/c.md", "c"),
+            ("/d.md", "d"),
+            ("/e.md", "e"),
+        ],
+        false,
+    )
+    .await;
     s.write("a.md", "a2");
     s.write("b.md", "b-new");
     std::fs::remove_file(s.path("c.md")).unwrap();
@@ -496,9 +609,14 @@ async fn flush_pushes_changes_only() {
     assert_eq!(s.api.content("/c.md").unwrap(), "c", "no deletes");
     assert_eq!(s.read("d.md").unwrap(), "d", "no pulls");
     assert_eq!(s.api.content("/e.md").unwrap(), "e-remote");
-    // Nothing dirty: no calls at all.
+    // The conflicting file stays dirty (the flush cannot pull); once it matches the
+    // baseline again, nothing is dirty and the flush makes no calls at all.
     let report = flush_store(&mut s.state, &s.folder, &s.api).await;
-    assert!(report.uploaded.is_empty());
+    assert_eq!(report.not_uploaded, ["e.md"]);
+    assert_eq!(s.api.take_calls(), ["list basic"]);
+    s.write("e.md", "e");
+    let report = flush_store(&mut s.state, &s.folder, &s.api).await;
+    assert!(report.uploaded.is_empty() && report.not_uploaded.is_empty());
     assert_eq!(s.api.take_calls(), Vec::<String>::new());
 }
 
@@ -507,7 +625,15 @@ async fn hostile_paths_and_symlinks_stay_inside_the_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let outside = tmp.path().join("outside.txt");
     std::fs::write(&outside, "precious").unwrap();
-    let mut s = Store::new(&[("/ok.md", "ok"), ("/../../escape.md", "pwn"), (&format!("/{MARKER_PATH}"), "x")], false).await;
+    let mut s = Store::new(
+        &[
+            ("/ok.md", "ok"),
+            ("/../../escape.md", "pwn"),
+            (&format!("/{MARKER_PATH}"), "x"),
+        ],
+        false,
+    )
+    .await;
     // The escaping path was refused, the reserved marker path skipped.
     assert_eq!(files(&s.root), [MARKER_PATH, "ok.md"]);
     assert_eq!(s.read(MARKER_PATH).unwrap(), marker_contents("memstore_1"));
@@ -524,7 +650,12 @@ async fn hostile_paths_and_symlinks_stay_inside_the_folder() {
     s.sync().await;
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
     assert_eq!(s.read("ok.md").unwrap(), "ok2");
-    assert!(!std::fs::symlink_metadata(s.path("ok.md")).unwrap().file_type().is_symlink());
+    assert!(
+        !std::fs::symlink_metadata(s.path("ok.md"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[tokio::test]
@@ -536,10 +667,31 @@ async fn folder_writes_never_recreate_a_vanished_root() {
     assert!(!folder.root_exists().unwrap());
     folder.create_root().await.unwrap();
     folder.write_file("deep/er/a.md", "x").await.unwrap();
-    assert_eq!(folder.hash_file("deep/er/a.md").await.unwrap(), Some(sha256_hex(b"x")));
+    assert_eq!(
+        folder.hash_file("deep/er/a.md").await.unwrap(),
+        Some(sha256_hex(b"x"))
+    );
     assert!(folder.write_file("../a.md", "x").await.is_err());
     assert!(folder.write_file("dir/", "x").await.is_err());
     assert_eq!(folder.scan().await.unwrap().len(), 1);
     folder.remove_root().unwrap();
     assert!(folder.scan().await.unwrap().is_empty());
+}
+
+#[test]
+fn engine_futures_are_send() {
+    // The worker runs stores in parallel on a multi-threaded runtime: this must keep compiling.
+    fn assert_send<T: Send>(_: T) {}
+    let folder = CapStdFolder::new("/nonexistent/store");
+    let api = FakeApi::default();
+    let mut state = StoreSyncState::new("memstore_1", false);
+    let opts = SyncOptions {
+        mode: DeleteMode::Enabled,
+        final_pass: false,
+        now: Instant::now(),
+    };
+    assert_send(sync_store(&mut state, &folder, &api, opts));
+    assert_send(flush_store(&mut state, &folder, &api));
+    assert_send(download_store(&mut state, &folder, &api));
+    assert!(state.baseline().is_empty(), "unpolled futures do nothing");
 }

@@ -75,7 +75,10 @@ fn escaping_symlinks_fifos_and_sockets_are_skipped() {
         ("sock", SkipReason::Socket),
         ("sub/absolute.txt", SkipReason::Symlink),
     ];
-    assert_eq!(got.skipped, expect.iter().map(|(p, r)| (p.to_string(), *r)).collect());
+    assert_eq!(
+        got.skipped,
+        expect.iter().map(|(p, r)| (p.to_string(), *r)).collect()
+    );
     assert!(got.files.values().all(|d| !d.starts_with(b"host secret")));
 }
 
@@ -134,5 +137,8 @@ fn non_utf8_names_are_skipped() {
     std::fs::write(out.join(bad), b"x").unwrap();
     let got = collect(&out, OutputsLimits::default()).unwrap();
     assert!(got.files.is_empty());
-    assert_eq!(got.skipped.values().collect::<Vec<_>>(), [&SkipReason::NotUtf8]);
+    assert_eq!(
+        got.skipped.values().collect::<Vec<_>>(),
+        [&SkipReason::NotUtf8]
+    );
 }

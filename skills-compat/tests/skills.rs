@@ -8,7 +8,8 @@ use std::path::Path;
 use common::*;
 use wasm_sandbox_skills::extract::SkippedKind;
 use wasm_sandbox_skills::{
-    ArchiveFormat, ExtractError, ExtractLimits, ManifestError, SkillDescriptor, SkillError, SkillsManager,
+    ArchiveFormat, ExtractError, ExtractLimits, ManifestError, SkillDescriptor, SkillError,
+    SkillsManager,
 };
 
 const SKILL_MD: &[u8] = b"---\nname: pdf\ndescription: Work with PDF files.\n---\n# PDF\n";
@@ -39,7 +40,14 @@ fn wrapped_tar() -> Vec<u8> {
     let mut t = Vec::new();
     tar_member(&mut t, b"pdf/", b'5', 0o755, b"", b"");
     tar_member(&mut t, b"pdf/SKILL.md", b'0', 0o644, SKILL_MD, b"");
-    tar_member(&mut t, b"pdf/scripts/run.sh", b'0', 0o4775, b"#!/bin/sh\necho hi\n", b"");
+    tar_member(
+        &mut t,
+        b"pdf/scripts/run.sh",
+        b'0',
+        0o4775,
+        b"#!/bin/sh\necho hi\n",
+        b"",
+    );
     tar_member(&mut t, b"pdf/link", b'2', 0o777, b"", b"/etc/passwd");
     tar_member(&mut t, b"pdf/hard", b'1', 0o644, b"", b"pdf/SKILL.md");
     tar_member(&mut t, b"pdf/fifo", b'6', 0o644, b"", b"");
@@ -67,16 +75,31 @@ fn zip_with_wrapper_dir_lands_stripped_with_modes() {
     let root = wd.path().join("skills");
     assert_eq!(
         tree(&root),
-        ["pdf/", "pdf/SKILL.md", "pdf/data/", "pdf/data/x.txt", "pdf/dos.bat", "pdf/scripts/", "pdf/scripts/run.sh"]
+        [
+            "pdf/",
+            "pdf/SKILL.md",
+            "pdf/data/",
+            "pdf/data/x.txt",
+            "pdf/dos.bat",
+            "pdf/scripts/",
+            "pdf/scripts/run.sh"
+        ]
     );
-    assert_eq!(mode(&root.join("pdf/scripts/run.sh")), 0o755, "setuid/setgid/sticky/group-write dropped");
+    assert_eq!(
+        mode(&root.join("pdf/scripts/run.sh")),
+        0o755,
+        "setuid/setgid/sticky/group-write dropped"
+    );
     assert_eq!(mode(&root.join("pdf/SKILL.md")), 0o644);
     assert_eq!(mode(&root.join("pdf/data/x.txt")), 0o644);
     assert_eq!(mode(&root.join("pdf/dos.bat")), 0o644);
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join("pdf")), 0o700);
     assert_eq!(mode(&root.join("pdf/data")), 0o700);
-    assert_eq!(std::fs::read(root.join("pdf/scripts/run.sh")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(
+        std::fs::read(root.join("pdf/scripts/run.sh")).unwrap(),
+        b"#!/bin/sh\n"
+    );
     assert_no_work_dirs(wd.path());
 }
 
@@ -84,15 +107,25 @@ fn zip_with_wrapper_dir_lands_stripped_with_modes() {
 fn tar_gz_skips_links_devices_and_fifos() {
     let wd = tempfile::tempdir().unwrap();
     let mut m = manager(wd.path());
-    let installed = m.install(&skill("pdf"), Cursor::new(gz(&wrapped_tar()))).unwrap();
+    let installed = m
+        .install(&skill("pdf"), Cursor::new(gz(&wrapped_tar())))
+        .unwrap();
     assert_eq!(installed.stats.format, ArchiveFormat::TarGz);
     let kinds: Vec<SkippedKind> = installed.stats.skipped.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds,
-        [SkippedKind::Symlink, SkippedKind::HardLink, SkippedKind::Fifo, SkippedKind::CharDevice]
+        [
+            SkippedKind::Symlink,
+            SkippedKind::HardLink,
+            SkippedKind::Fifo,
+            SkippedKind::CharDevice
+        ]
     );
     let root = wd.path().join("skills");
-    assert_eq!(tree(&root), ["pdf/", "pdf/SKILL.md", "pdf/scripts/", "pdf/scripts/run.sh"]);
+    assert_eq!(
+        tree(&root),
+        ["pdf/", "pdf/SKILL.md", "pdf/scripts/", "pdf/scripts/run.sh"]
+    );
     assert_eq!(mode(&root.join("pdf/scripts/run.sh")), 0o755);
 }
 
@@ -106,7 +139,10 @@ async fn async_install_reads_plain_bz2_and_xz_tars() {
         ("bzip", bz2(&tar), ArchiveFormat::TarBz2),
         ("xzip", xz(&tar), ArchiveFormat::TarXz),
     ] {
-        let installed = m.install_async(&skill(name), Cursor::new(bytes)).await.unwrap();
+        let installed = m
+            .install_async(&skill(name), Cursor::new(bytes))
+            .await
+            .unwrap();
         assert_eq!(installed.stats.format, format);
         assert_eq!(installed.dir_name, name);
         assert_eq!(
@@ -149,26 +185,46 @@ fn assert_refused(archive: Vec<u8>, check: impl Fn(&SkillError) -> bool) {
     let mut m = manager(&workdir);
     let err = m.install(&skill("pdf"), Cursor::new(archive)).unwrap_err();
     assert!(check(&err), "unexpected error: {err:?}");
-    assert!(!outside.exists(), "something was written outside the workdir");
-    assert_eq!(tree(&workdir.join("skills")), Vec::<String>::new(), "nothing may be installed");
+    assert!(
+        !outside.exists(),
+        "something was written outside the workdir"
+    );
+    assert_eq!(
+        tree(&workdir.join("skills")),
+        Vec::<String>::new(),
+        "nothing may be installed"
+    );
     assert!(m.installed().is_empty());
 }
 
 #[test]
 fn traversal_members_reject_the_whole_archive() {
-    let parent = |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::ParentComponent(_)));
+    let parent =
+        |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::ParentComponent(_)));
     let absolute = |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::AbsolutePath(_)));
     // zip: `../x` after a good member.
     assert_refused(
-        zip_bytes(&[ZipEntry::file("pdf/SKILL.md", SKILL_MD, 0o644), ZipEntry::file("../../x", b"pwn", 0o644)]),
+        zip_bytes(&[
+            ZipEntry::file("pdf/SKILL.md", SKILL_MD, 0o644),
+            ZipEntry::file("../../x", b"pwn", 0o644),
+        ]),
         parent,
     );
     // zip: backslash traversal and absolute names.
-    assert_refused(zip_bytes(&[ZipEntry::file("a\\..\\..\\x", b"pwn", 0o644)]), parent);
-    assert_refused(zip_bytes(&[ZipEntry::file("/tmp/x", b"pwn", 0o644)]), absolute);
+    assert_refused(
+        zip_bytes(&[ZipEntry::file("a\\..\\..\\x", b"pwn", 0o644)]),
+        parent,
+    );
+    assert_refused(
+        zip_bytes(&[ZipEntry::file("/tmp/x", b"pwn", 0o644)]),
+        absolute,
+    );
     // Even a member that would be skipped (a symlink) rejects the archive.
     assert_refused(
-        zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644), ZipEntry::symlink("../../x", "/etc")]),
+        zip_bytes(&[
+            ZipEntry::file("SKILL.md", SKILL_MD, 0o644),
+            ZipEntry::symlink("../../x", "/etc"),
+        ]),
         parent,
     );
     // tar.gz: `../x`, an absolute path, a traversal hidden in a GNU long name and in PAX.
@@ -201,9 +257,13 @@ fn traversal_members_reject_the_whole_archive() {
 #[test]
 fn malformed_and_unsupported_archives_are_refused() {
     let malformed = |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::Malformed(_)));
-    let unsupported = |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::Unsupported(_)));
+    let unsupported =
+        |e: &SkillError| matches!(e, SkillError::Extract(ExtractError::Unsupported(_)));
     assert_refused(Vec::new(), malformed);
-    assert_refused(b"this is not an archive at all, just some words".to_vec(), malformed);
+    assert_refused(
+        b"this is not an archive at all, just some words".to_vec(),
+        malformed,
+    );
     assert_refused(b"PK\x03\x04garbage".to_vec(), malformed);
     assert_refused(gz(b"not a tar inside the gzip"), malformed);
     let mut t = Vec::new();
@@ -251,7 +311,10 @@ fn a_symlink_member_cannot_redirect_later_writes() {
     tar_end(&mut t);
     m.install(&skill("tarred"), Cursor::new(t)).unwrap();
     assert_eq!(tree(&outside), Vec::<String>::new());
-    assert_eq!(tree(&workdir.join("skills/tarred")), ["SKILL.md", "link/", "link/evil"]);
+    assert_eq!(
+        tree(&workdir.join("skills/tarred")),
+        ["SKILL.md", "link/", "link/evil"]
+    );
 }
 
 #[test]
@@ -262,10 +325,16 @@ fn install_replaces_an_older_copy_and_a_failure_keeps_it() {
     std::fs::write(root.join("pdf/old.txt"), b"old").unwrap();
     let mut m = manager(wd.path());
     // A failing install leaves the existing directory as it was.
-    assert!(m.install(&skill("pdf"), Cursor::new(b"garbage".to_vec())).is_err());
+    assert!(
+        m.install(&skill("pdf"), Cursor::new(b"garbage".to_vec()))
+            .is_err()
+    );
     assert_eq!(tree(&root), ["pdf/", "pdf/old.txt"]);
-    m.install(&skill("pdf"), Cursor::new(zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)])))
-        .unwrap();
+    m.install(
+        &skill("pdf"),
+        Cursor::new(zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)])),
+    )
+    .unwrap();
     assert_eq!(tree(&root), ["pdf/", "pdf/SKILL.md"]);
     assert_no_work_dirs(wd.path());
 }
@@ -298,8 +367,11 @@ fn dropping_the_manager_cleans_up() {
     let wd = tempfile::tempdir().unwrap();
     {
         let mut m = manager(wd.path());
-        m.install(&skill("pdf"), Cursor::new(zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)])))
-            .unwrap();
+        m.install(
+            &skill("pdf"),
+            Cursor::new(zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)])),
+        )
+        .unwrap();
         assert!(wd.path().join("skills/pdf/SKILL.md").exists());
     }
     assert_eq!(tree(&wd.path().join("skills")), Vec::<String>::new());
@@ -312,13 +384,25 @@ fn directory_names_follow_the_reference_rules() {
     let zip = zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)]);
     let mut d = skill("x");
     d.name = "../../etc".into();
-    assert_eq!(m.install(&d, Cursor::new(zip.clone())).unwrap().dir_name, "etc");
+    assert_eq!(
+        m.install(&d, Cursor::new(zip.clone())).unwrap().dir_name,
+        "etc"
+    );
     d.name = " .. ".into();
-    assert_eq!(m.install(&d, Cursor::new(zip.clone())).unwrap().dir_name, "skill_x");
+    assert_eq!(
+        m.install(&d, Cursor::new(zip.clone())).unwrap().dir_name,
+        "skill_x"
+    );
     d.name = String::new();
     d.skill_id = "../escape".into();
-    assert!(matches!(m.install(&d, Cursor::new(zip)), Err(SkillError::NameEscapes(_))));
-    assert_eq!(tree(&wd.path().join("skills")), ["etc/", "etc/SKILL.md", "skill_x/", "skill_x/SKILL.md"]);
+    assert!(matches!(
+        m.install(&d, Cursor::new(zip)),
+        Err(SkillError::NameEscapes(_))
+    ));
+    assert_eq!(
+        tree(&wd.path().join("skills")),
+        ["etc/", "etc/SKILL.md", "skill_x/", "skill_x/SKILL.md"]
+    );
 }
 
 #[test]
@@ -331,7 +415,10 @@ fn a_symlinked_skills_root_is_refused() {
     std::os::unix::fs::symlink(&outside, workdir.join("skills")).unwrap();
     let mut m = manager(&workdir);
     let zip = zip_bytes(&[ZipEntry::file("SKILL.md", SKILL_MD, 0o644)]);
-    assert!(matches!(m.install(&skill("pdf"), Cursor::new(zip)), Err(SkillError::Io { .. })));
+    assert!(matches!(
+        m.install(&skill("pdf"), Cursor::new(zip)),
+        Err(SkillError::Io { .. })
+    ));
     assert_eq!(tree(&outside), Vec::<String>::new());
 }
 
@@ -347,7 +434,11 @@ fn one_failure_is_logged_and_the_others_install() {
     assert_eq!(m.installed().len(), 1);
     let failures: Vec<&str> = m.failures().iter().map(|f| f.skill_id.as_str()).collect();
     assert_eq!(failures, ["skill_bad", "skill_gone"]);
-    assert!(m.failures()[0].error.contains("'..'"), "{}", m.failures()[0].error);
+    assert!(
+        m.failures()[0].error.contains("'..'"),
+        "{}",
+        m.failures()[0].error
+    );
     assert_eq!(tree(&wd.path().join("skills")), ["good/", "good/SKILL.md"]);
 }
 
@@ -355,17 +446,27 @@ fn one_failure_is_logged_and_the_others_install() {
 fn bad_skill_md_is_reported_but_installed() {
     let wd = tempfile::tempdir().unwrap();
     let mut m = manager(wd.path());
-    let zip = zip_bytes(&[ZipEntry::file("SKILL.md", b"---\nname: Not Valid\n---\n", 0o644)]);
+    let zip = zip_bytes(&[ZipEntry::file(
+        "SKILL.md",
+        b"---\nname: Not Valid\n---\n",
+        0o644,
+    )]);
     let installed = m.install(&skill("a"), Cursor::new(zip)).unwrap();
     let Err(ManifestError::Invalid(problems)) = &installed.manifest else {
         panic!("expected an invalid manifest, got {:?}", installed.manifest);
     };
-    assert!(problems.iter().any(|p| p == "description is missing"), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p == "description is missing"),
+        "{problems:?}"
+    );
     let zip = zip_bytes(&[ZipEntry::file("README.md", b"hi", 0o644)]);
     let installed = m.install(&skill("b"), Cursor::new(zip)).unwrap();
     assert_eq!(installed.manifest, Err(ManifestError::Missing));
     // A SKILL.md that is a symlink in the archive is skipped, so it is missing, never followed.
-    let zip = zip_bytes(&[ZipEntry::symlink("SKILL.md", "/etc/passwd"), ZipEntry::file("x", b"x", 0o644)]);
+    let zip = zip_bytes(&[
+        ZipEntry::symlink("SKILL.md", "/etc/passwd"),
+        ZipEntry::file("x", b"x", 0o644),
+    ]);
     let installed = m.install(&skill("c"), Cursor::new(zip)).unwrap();
     assert_eq!(installed.manifest, Err(ManifestError::Missing));
 }
@@ -380,10 +481,14 @@ fn count_depth_and_archive_size_limits() {
     };
     let wd = tempfile::tempdir().unwrap();
     let mut m = SkillsManager::new(wd.path(), limits).unwrap();
-    let many: Vec<ZipEntry> = (0..4).map(|i| ZipEntry::file(&format!("f{i}"), b"", 0o644)).collect();
+    let many: Vec<ZipEntry> = (0..4)
+        .map(|i| ZipEntry::file(&format!("f{i}"), b"", 0o644))
+        .collect();
     assert!(matches!(
         m.install(&skill("a"), Cursor::new(zip_bytes(&many))),
-        Err(SkillError::Extract(ExtractError::TooManyEntries { limit: 3 }))
+        Err(SkillError::Extract(ExtractError::TooManyEntries {
+            limit: 3
+        }))
     ));
     let mut t = Vec::new();
     for i in 0..4 {
@@ -392,17 +497,25 @@ fn count_depth_and_archive_size_limits() {
     tar_end(&mut t);
     assert!(matches!(
         m.install(&skill("a"), Cursor::new(gz(&t))),
-        Err(SkillError::Extract(ExtractError::TooManyEntries { limit: 3 }))
+        Err(SkillError::Extract(ExtractError::TooManyEntries {
+            limit: 3
+        }))
     ));
     let deep = zip_bytes(&[ZipEntry::file("a/b/c/d", b"", 0o644)]);
     assert!(matches!(
         m.install(&skill("a"), Cursor::new(deep)),
-        Err(SkillError::Extract(ExtractError::TooDeep { depth: 4, limit: 3, .. }))
+        Err(SkillError::Extract(ExtractError::TooDeep {
+            depth: 4,
+            limit: 3,
+            ..
+        }))
     ));
     let big = vec![7_u8; 5000];
     assert!(matches!(
         m.install(&skill("a"), Cursor::new(big)),
-        Err(SkillError::Extract(ExtractError::ArchiveTooLarge { limit: 4096 }))
+        Err(SkillError::Extract(ExtractError::ArchiveTooLarge {
+            limit: 4096
+        }))
     ));
     assert_eq!(tree(&wd.path().join("skills")), Vec::<String>::new());
 }
@@ -413,7 +526,10 @@ fn the_download_error_is_reported_and_nothing_is_left() {
     impl std::io::Read for Broken {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             if self.0 == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset",
+                ));
             }
             self.0 -= 1;
             buf[0] = b'P';
@@ -422,7 +538,21 @@ fn the_download_error_is_reported_and_nothing_is_left() {
     }
     let wd = tempfile::tempdir().unwrap();
     let mut m = manager(wd.path());
-    assert!(matches!(m.install(&skill("a"), Broken(3)), Err(SkillError::Download(_))));
+    assert!(matches!(
+        m.install(&skill("a"), Broken(3)),
+        Err(SkillError::Download(_))
+    ));
     assert_no_work_dirs(wd.path());
     assert_eq!(tree(&wd.path().join("skills")), Vec::<String>::new());
+}
+
+#[test]
+fn install_async_future_is_send() {
+    // The worker spawns installs on a multi-threaded runtime: this must keep compiling.
+    fn assert_send<T: Send>(_: T) {}
+    let wd = tempfile::tempdir().unwrap();
+    let mut m = manager(wd.path());
+    let d = skill("x");
+    assert_send(m.install_async(&d, Cursor::new(Vec::<u8>::new())));
+    assert!(m.installed().is_empty(), "an unpolled future does nothing");
 }

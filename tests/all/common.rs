@@ -9,7 +9,14 @@ use wasm_sandbox_runtime::{CommandComponent, MemoryMount, Runtime, RuntimeConfig
 /// The runtime shared by all tests of this binary.
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("runtime"))
+    RT.get_or_init(|| Runtime::new(config()).expect("runtime"))
+}
+
+/// The default configuration, with the tests' own sandbox init helper.
+pub fn config() -> RuntimeConfig {
+    let mut config = RuntimeConfig::default();
+    config.bash.init_path = Some(env!("CARGO_BIN_EXE_test-sandbox-init").into());
+    config
 }
 
 /// The raw filesystem probe guest, compiled once.

@@ -3,4 +3,6 @@
 
 mod common;
 mod confinement;
+mod differential;
 mod runtime;
+mod worker;

@@ -179,7 +179,7 @@ enum Selector {
     Terminating,
     /// `_WildcardSelector`: children whose name matches.
     Wildcard {
-        matcher: PyPattern,
+        matcher: Box<PyPattern>,
         dironly: bool,
         next: Box<Selector>,
     },
@@ -210,7 +210,7 @@ fn make_selector(parts: &[String]) -> Result<Selector, ToolFail> {
         ));
     }
     let (next, dironly) = successor(&parts[1..])?;
-    let matcher = compile_segment(pat)?;
+    let matcher = Box::new(compile_segment(pat)?);
     Ok(Selector::Wildcard {
         matcher,
         dironly,
@@ -262,10 +262,10 @@ impl Walk<'_> {
         if self.full() {
             return;
         }
-        if let Some(seen) = &mut self.dedupe {
-            if !seen.insert(spelled.clone()) {
-                return;
-            }
+        if let Some(seen) = &mut self.dedupe
+            && !seen.insert(spelled.clone())
+        {
+            return;
         }
         self.found.push(Found { spelled, real });
     }
@@ -302,7 +302,9 @@ fn list_dir(dir: &Path) -> Option<Vec<Entry>> {
         let e = e.ok()?;
         let kind = match e.file_type() {
             Ok(t) => kind_of(t),
-            Err(_) => fs::symlink_metadata(e.path()).map_or(Kind::Other, |m| kind_of(m.file_type())),
+            Err(_) => {
+                fs::symlink_metadata(e.path()).map_or(Kind::Other, |m| kind_of(m.file_type()))
+            }
         };
         out.push(Entry {
             name: e.file_name(),
@@ -548,4 +550,239 @@ fn translate(pat: &str) -> Result<String, ToolFail> {
         }
     }
     Ok(format!("(?s:{out})\\Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// `fnmatch.translate` outputs from CPython 3.12.1.
+    const FNMATCH: &[(&str, &str)] = &[
+        ("*", "(?s:.*)\\Z"),
+        ("*.py", "(?s:.*\\.py)\\Z"),
+        ("a*b*c", "(?s:a(?>.*?b).*c)\\Z"),
+        ("?", "(?s:.)\\Z"),
+        ("[ab]", "(?s:[ab])\\Z"),
+        ("[!ab]", "(?s:[^ab])\\Z"),
+        ("[]]", "(?s:[]])\\Z"),
+        ("[!]]", "(?s:[^]])\\Z"),
+        ("[a-]", "(?s:[a\\-])\\Z"),
+        ("[z-a]", "(?s:(?!))\\Z"),
+        ("[!]", "(?s:\\[!\\])\\Z"),
+        ("[", "(?s:\\[)\\Z"),
+        ("x[", "(?s:x\\[)\\Z"),
+        ("[a-c-e]", "(?s:[a-c\\-e])\\Z"),
+        ("a\\b", "(?s:a\\\\b)\\Z"),
+        ("[\\]", "(?s:[\\\\])\\Z"),
+        ("[&~|]", "(?s:[\\&\\~\\|])\\Z"),
+        ("[^x]", "(?s:[\\^x])\\Z"),
+        ("**", "(?s:.*)\\Z"),
+        ("é*", "(?s:é.*)\\Z"),
+        (".*", "(?s:\\..*)\\Z"),
+        ("[a-c-e-g]", "(?s:[a-c\\-e-g])\\Z"),
+        ("*a*", "(?s:(?>.*?a).*)\\Z"),
+        ("a*", "(?s:a.*)\\Z"),
+        ("*a", "(?s:.*a)\\Z"),
+        ("[--0]", "(?s:[\\--0])\\Z"),
+    ];
+
+    fn setup() -> (tempfile::TempDir, PathBuf, ToolConfig) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = fs::canonicalize(tmp.path()).unwrap();
+        let cfg = ToolConfig {
+            workdir: ws.to_string_lossy().into_owned(),
+            ..ToolConfig::default()
+        };
+        (tmp, ws, cfg)
+    }
+
+    fn touch(path: &Path, secs: u64, nanos: u32) {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        if !path.exists() {
+            fs::write(path, "x").unwrap();
+        }
+        set_mtime(path, secs, nanos);
+    }
+
+    fn set_mtime(path: &Path, secs: u64, nanos: u32) {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        fs::File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    fn run_glob(cfg: &ToolConfig, input: serde_json::Value) -> Result<String, ToolFail> {
+        run(&input, cfg).map(|v| match v {
+            ToolValue::Text(s) => s,
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    fn glob_ok(cfg: &ToolConfig, pattern: &str) -> String {
+        run_glob(cfg, json!({ "pattern": pattern })).unwrap()
+    }
+
+    fn rel(ws: &Path, out: &str) -> Vec<String> {
+        if out == "no matches" {
+            return Vec::new();
+        }
+        let prefix = format!("{}/", ws.display());
+        out.lines()
+            .map(|l| {
+                if l == ws.to_str().unwrap() {
+                    ".".to_string()
+                } else {
+                    l.strip_prefix(&prefix).unwrap().to_string()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fnmatch_translate_matches_cpython() {
+        for (pattern, expected) in FNMATCH {
+            assert_eq!(
+                translate(pattern).ok().as_deref(),
+                Some(*expected),
+                "{pattern:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_files_directories_and_dotfiles_newest_first() {
+        let (_t, ws, cfg) = setup();
+        touch(&ws.join("a.py"), 1_700_000_300, 0);
+        touch(&ws.join(".hidden"), 1_700_000_200, 0);
+        fs::create_dir(ws.join("d")).unwrap();
+        touch(&ws.join("d/inner.py"), 1_700_000_400, 0);
+        set_mtime(&ws.join("d"), 1_700_000_100, 0);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "*")), ["a.py", ".hidden", "d"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "*/")), ["d"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "**/*.py")), ["d/inner.py", "a.py"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "?.py")), ["a.py"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "[!a].py")), Vec::<String>::new());
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "A.PY")), Vec::<String>::new());
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "{a,b}.py")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn double_star_yields_directories_only_including_the_root() {
+        let (_t, ws, cfg) = setup();
+        touch(&ws.join("top.txt"), 1_700_000_000, 0);
+        touch(&ws.join("a/b/file.txt"), 1_700_000_000, 0);
+        set_mtime(&ws.join("a/b"), 1_600_000_300, 0);
+        set_mtime(&ws.join("a"), 1_600_000_200, 0);
+        set_mtime(&ws, 1_600_000_100, 0);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "**")), ["a/b", "a", "."]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "a/**")), ["a/b", "a"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "**/")), ["a/b", "a", "."]);
+    }
+
+    #[test]
+    fn symlinks_keep_their_spelling_and_cannot_escape() {
+        let (_t, ws, cfg) = setup();
+        let outside = tempfile::tempdir().unwrap();
+        touch(&outside.path().join("secret"), 1_700_000_000, 0);
+        touch(&ws.join("real/f.txt"), 1_700_000_000, 0);
+        std::os::unix::fs::symlink(outside.path(), ws.join("out")).unwrap();
+        std::os::unix::fs::symlink("real", ws.join("in")).unwrap();
+        std::os::unix::fs::symlink("missing", ws.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("loop2", ws.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", ws.join("loop2")).unwrap();
+        assert_eq!(glob_ok(&cfg, "out/*"), "no matches");
+        assert_eq!(glob_ok(&cfg, "out"), "no matches");
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "in/*")), ["in/f.txt"]);
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "dangling")), ["dangling"]);
+        assert_eq!(glob_ok(&cfg, "loop1"), "no matches");
+        // `**` does not descend a symlinked directory.
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "**/f.txt")), ["real/f.txt"]);
+        // A symlinked search root is used canonically.
+        let out = run_glob(&cfg, json!({"pattern": "*", "path": "in"})).unwrap();
+        assert_eq!(rel(&ws, &out), ["real/f.txt"]);
+    }
+
+    #[test]
+    fn pattern_errors_use_the_reference_wording() {
+        let (_t, _ws, cfg) = setup();
+        let err = |p: &str| run_glob(&cfg, json!({ "pattern": p })).unwrap_err();
+        assert_eq!(
+            err("/etc/*"),
+            ToolFail::Tool(
+                "glob: absolute pattern not permitted; pass a relative pattern (and optionally path)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            err("a/../b"),
+            ToolFail::Tool("glob: '..' is not permitted in the pattern".into())
+        );
+        assert_eq!(
+            err(""),
+            ToolFail::Tool("glob: Unacceptable pattern: ''".into())
+        );
+        assert_eq!(
+            err("a**"),
+            ToolFail::Tool(
+                "glob: Invalid pattern: '**' can only be an entire path component".into()
+            )
+        );
+        assert_eq!(
+            err("."),
+            ToolFail::Exception("IndexError('tuple index out of range')".into())
+        );
+        assert_eq!(
+            err("./"),
+            ToolFail::Exception(
+                "AttributeError(\"'_TerminatingSelector' object has no attribute 'select_from'\")"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn search_root_handling() {
+        let (_t, ws, cfg) = setup();
+        touch(&ws.join("f.txt"), 1_700_000_000, 0);
+        let with_path = |p: &str| run_glob(&cfg, json!({"pattern": "*", "path": p}));
+        assert_eq!(with_path("missing").unwrap(), "no matches");
+        assert_eq!(with_path("f.txt").unwrap(), "no matches");
+        assert_eq!(rel(&ws, &with_path("").unwrap()), ["f.txt"]);
+        assert_eq!(
+            with_path("/").unwrap_err(),
+            ToolFail::Tool("glob: path '/' is outside the session's working directory".into())
+        );
+    }
+
+    #[test]
+    fn output_is_capped_at_200_lines() {
+        let (_t, ws, cfg) = setup();
+        for i in 0..250u64 {
+            touch(&ws.join(format!("f{i:03}")), 1_700_000_000 + i, 0);
+        }
+        let out = rel(&ws, &glob_ok(&cfg, "f*"));
+        assert_eq!(out.len(), 200);
+        assert_eq!(out[0], "f249");
+        assert_eq!(out[199], "f050");
+    }
+
+    #[test]
+    fn ties_keep_directory_listing_order_at_float_precision() {
+        let (_t, ws, cfg) = setup();
+        // 1 ns apart: the same `st_mtime` float in Python, so a tie.
+        for (i, name) in ["n1", "n2", "n3", "n4"].iter().enumerate() {
+            touch(&ws.join(name), 1_700_000_000, i as u32);
+        }
+        let listing: Vec<String> = fs::read_dir(&ws)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(rel(&ws, &glob_ok(&cfg, "n*")), listing);
+    }
 }

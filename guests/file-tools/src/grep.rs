@@ -97,10 +97,15 @@ fn walk_grep(rx: &PyPattern, search: &Path, deadline: Instant) -> Result<String,
         carry: Vec::with_capacity(GREP_MAX_LINE_LENGTH),
         lines_since_clock: 0,
     };
-    if fs::metadata(search).is_ok_and(|m| m.is_file()) {
-        g.scan(search)?;
-    } else {
-        g.walk(search)?;
+    // `os.walk` of a missing path or of a non-directory yields nothing. A
+    // FIFO or device must never be opened: under WASI, opening one blocks
+    // the host thread until a writer appears.
+    match fs::metadata(search) {
+        Ok(m) if m.is_file() => {
+            g.scan(search)?;
+        }
+        Ok(m) if m.is_dir() => g.walk(search)?,
+        _ => {}
     }
     Ok(if g.any { g.out } else { "no matches".into() })
 }
@@ -316,4 +321,185 @@ fn list_dir(dir: &Path) -> Option<Vec<Entry>> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, ToolConfig) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = fs::canonicalize(tmp.path()).unwrap();
+        let cfg = ToolConfig {
+            workdir: ws.to_string_lossy().into_owned(),
+            ..ToolConfig::default()
+        };
+        (tmp, ws, cfg)
+    }
+
+    fn write(path: &Path, data: impl AsRef<[u8]>) {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(path, data).unwrap();
+    }
+
+    fn grep(cfg: &ToolConfig, input: serde_json::Value) -> Result<String, ToolFail> {
+        run(&input, cfg).map(|v| match v {
+            ToolValue::Text(s) => s,
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    fn grep_ok(cfg: &ToolConfig, pattern: &str) -> String {
+        grep(cfg, json!({ "pattern": pattern })).unwrap()
+    }
+
+    #[test]
+    fn prints_path_line_and_text() {
+        let (_t, ws, cfg) = setup();
+        write(&ws.join("a.txt"), "one\nneedle two\r\nthree needle\r\r\n");
+        let w = ws.display();
+        assert_eq!(
+            grep_ok(&cfg, "needle"),
+            format!("{w}/a.txt:2:needle two\n{w}/a.txt:3:three needle")
+        );
+        // A single file keeps the path prefix.
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "^one$", "path": "a.txt"})).unwrap(),
+            format!("{w}/a.txt:1:one")
+        );
+        assert_eq!(grep_ok(&cfg, "absent"), "no matches");
+    }
+
+    #[test]
+    fn walk_order_pruning_and_skips() {
+        let (_t, ws, cfg) = setup();
+        write(&ws.join("top.txt"), "hit\n");
+        write(&ws.join("sub/inner.txt"), "hit\n");
+        write(&ws.join(".git/config"), "hit\n");
+        write(&ws.join("node_modules/m.js"), "hit\n");
+        write(&ws.join(".hidden"), "hit\n");
+        std::os::unix::fs::symlink("top.txt", ws.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink("sub", ws.join("linkdir")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(ws.join("sock")).unwrap();
+        let out = grep_ok(&cfg, "hit");
+        let mut lines: Vec<&str> = out.lines().collect();
+        // The subdirectory's file comes after every file of the top level.
+        assert_eq!(
+            lines.pop(),
+            Some(format!("{}/sub/inner.txt:1:hit", ws.display()).as_str())
+        );
+        lines.sort_unstable();
+        let w = ws.display();
+        assert_eq!(
+            lines,
+            [format!("{w}/.hidden:1:hit"), format!("{w}/top.txt:1:hit")]
+        );
+    }
+
+    #[test]
+    fn binary_files_and_long_lines() {
+        let (_t, ws, cfg) = setup();
+        write(&ws.join("bin"), b"hit\x00\n");
+        let mut late = vec![b'a'; 600];
+        late.extend_from_slice(b"\nhit\x00late\n");
+        write(&ws.join("late"), &late);
+        let w = ws.display();
+        assert_eq!(grep_ok(&cfg, "hit"), format!("{w}/late:2:hit\u{0}late"));
+
+        fs::remove_file(ws.join("late")).unwrap();
+        fs::remove_file(ws.join("bin")).unwrap();
+        let mut text = String::new();
+        text.push_str(&format!("hit{}\n", "x".repeat(1996))); // 2000 bytes with \n
+        text.push_str(&format!("hit{}\n", "x".repeat(1997))); // 2001: skipped
+        text.push_str("hit short\n");
+        text.push_str(&format!("hit{}", "y".repeat(1997))); // 2000, no \n
+        write(&ws.join("long"), &text);
+        let out = grep_ok(&cfg, "^hit");
+        let numbers: Vec<&str> = out.lines().map(|l| l.split(':').nth(1).unwrap()).collect();
+        assert_eq!(numbers, ["1", "3", "4"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let (_t, ws, cfg) = setup();
+        write(&ws.join("bad"), b"a\xff\xfeb hit\nok \xe2\x82 hit\n");
+        let w = ws.display();
+        assert_eq!(
+            grep_ok(&cfg, "hit"),
+            format!("{w}/bad:1:a\u{FFFD}\u{FFFD}b hit\n{w}/bad:2:ok \u{FFFD} hit")
+        );
+        assert_eq!(
+            grep_ok(&cfg, "\u{FFFD}b"),
+            format!("{w}/bad:1:a\u{FFFD}\u{FFFD}b hit")
+        );
+    }
+
+    #[test]
+    fn output_budget_truncates() {
+        let (_t, ws, cfg) = setup();
+        let line = "hit ".repeat(20);
+        write(&ws.join("big"), format!("{line}\n").repeat(5000));
+        let out = grep_ok(&cfg, "hit");
+        assert!(out.ends_with("\n[output truncated at 102400 bytes]"));
+        let lines: Vec<&str> = out.lines().collect();
+        let kept = &lines[..lines.len() - 1];
+        // Lines are kept while the running total (each plus one) stays
+        // within the budget; the next one would not have fit.
+        let total: usize = kept.iter().map(|l| l.chars().count() + 1).sum();
+        assert!(total <= GREP_OUTPUT_LIMIT);
+        let next = format!("{}/big:{}:{line}", ws.display(), kept.len() + 1);
+        assert!(total + next.chars().count() + 1 > GREP_OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn errors() {
+        let (_t, ws, cfg) = setup();
+        write(&ws.join("f"), "x\n");
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "("})).unwrap_err(),
+            ToolFail::Tool(
+                "grep: invalid regex: missing ), unterminated subpattern at position 0".into()
+            )
+        );
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "a{4294967295}"})).unwrap_err(),
+            ToolFail::Exception("OverflowError('the repetition number is too large')".into())
+        );
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "x", "path": "/"})).unwrap_err(),
+            ToolFail::Tool("grep: path '/' is outside the session's working directory".into())
+        );
+        // The path is resolved before the pattern is compiled.
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "(", "path": "/"})).unwrap_err(),
+            ToolFail::Tool("grep: path '/' is outside the session's working directory".into())
+        );
+        assert_eq!(
+            grep(&cfg, json!({"pattern": "x", "path": "missing"})).unwrap(),
+            "no matches"
+        );
+    }
+
+    #[test]
+    fn deadline_stops_the_walk() {
+        let (_t, ws, _cfg) = setup();
+        write(&ws.join("f"), "x\n");
+        let rx = compile("x").unwrap();
+        assert_eq!(
+            walk_grep(&rx, &ws, Instant::now()),
+            Err(ToolFail::Tool("grep: timed out after 30s".into()))
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            walk_grep(&rx, &ws, later),
+            Ok(format!("{}/f:1:x", ws.display()))
+        );
+    }
 }

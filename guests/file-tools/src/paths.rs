@@ -236,16 +236,18 @@ fn read_link_raw(p: &Path) -> io::Result<PathBuf> {
     let Some(path) = p.to_str() else {
         return Err(os_error(libc::ENOENT));
     };
-    crate::host::read_link(path).map(PathBuf::from).map_err(|e| {
-        os_error(match e {
-            LinkError::NotFound => libc::ENOENT,
-            LinkError::NotALink => libc::EINVAL,
-            LinkError::NotADirectory => libc::ENOTDIR,
-            LinkError::Denied => libc::EPERM,
-            LinkError::Loop => libc::ELOOP,
-            LinkError::Other => libc::EIO,
+    crate::host::read_link(path)
+        .map(PathBuf::from)
+        .map_err(|e| {
+            os_error(match e {
+                LinkError::NotFound => libc::ENOENT,
+                LinkError::NotALink => libc::EINVAL,
+                LinkError::NotADirectory => libc::ENOTDIR,
+                LinkError::Denied => libc::EPERM,
+                LinkError::Loop => libc::ELOOP,
+                LinkError::Other => libc::EIO,
+            })
         })
-    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -40,8 +40,15 @@ impl ToolOutput {
     }
 
     fn text(text: String, is_error: bool) -> Self {
-        let text = if text.is_empty() { NO_OUTPUT.to_string() } else { text };
-        ToolOutput { content: vec![json!({"type": "text", "text": text})], is_error }
+        let text = if text.is_empty() {
+            NO_OUTPUT.to_string()
+        } else {
+            text
+        };
+        ToolOutput {
+            content: vec![json!({"type": "text", "text": text})],
+            is_error,
+        }
     }
 
     /// Bridges a tool's outcome like the reference session runner
@@ -50,7 +57,10 @@ impl ToolOutput {
         match r {
             Ok(ToolValue::Text(s)) => Self::text(s, false),
             Ok(ToolValue::Blocks(blocks)) if blocks.is_empty() => Self::text(String::new(), false),
-            Ok(ToolValue::Blocks(blocks)) => ToolOutput { content: blocks, is_error: false },
+            Ok(ToolValue::Blocks(blocks)) => ToolOutput {
+                content: blocks,
+                is_error: false,
+            },
             Err(ToolFail::Tool(s)) => Self::text(s, true),
             Err(ToolFail::Exception(s)) => {
                 let cut: String = s.chars().take(ERROR_TEXT_CAP).collect();

@@ -28,6 +28,16 @@ pub fn run(input: &Value, cfg: &ToolConfig) -> Result<ToolValue, ToolFail> {
     if let Some(parent) = target.parent() {
         make_dirs(cfg, parent).map_err(|e| fs_reason("write", file_path, &e))?;
     }
+    // Deliberate deviation: the reference opens a FIFO for writing and hangs
+    // until a reader appears (forever, in practice). Under WASI that would
+    // block a host thread, so anything that is neither a file nor a
+    // directory (which fails below with `is a directory`) is refused.
+    if let Ok(m) = std::fs::metadata(&target)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        return Err(ToolFail::Tool(format!("write: {file_path}: not a regular file")));
+    }
     std::fs::write(&target, args.content.as_bytes())
         .map_err(|e| fs_reason("write", file_path, &e))?;
     Ok(ToolValue::Text(format!(

@@ -1,6 +1,9 @@
 //! `wasm-sandbox`: the sandbox worker for Claude Managed Agents self-hosted
 //! environments.
 //!
+//! * `wasm-sandbox serve` polls an environment's work queue and serves its
+//!   sessions; `serve --local` does so against an embedded fake control
+//!   plane with a sample session.
 //! * `wasm-sandbox replay --workdir DIR < calls.jsonl` runs tool calls given
 //!   as JSON lines and prints the exact `tool_result` content the worker
 //!   would post, one JSON line per call.
@@ -20,13 +23,32 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve a self-hosted environment's work queue (the worker).
+    ///
+    /// `--local` runs the whole job against an embedded fake control plane,
+    /// with no credentials and no network.
+    Serve(Box<wasm_sandbox_worker::serve::ServeArgs>),
     /// Run tool calls from JSON lines on stdin; print one result line per call.
     Replay(replay::ReplayCommand),
 }
 
 fn main() -> ExitCode {
+    // Inside a bash sandbox this binary is also the init step (Landlock,
+    // seccomp, limits, then exec bash): it is bind-mounted at the sandbox's
+    // init path, or called as `wasm-sandbox __sandbox-init ...`.
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    if argv0.as_deref() == Some(std::ffi::OsStr::new(wasm_sandbox_native::sandbox::INIT_GUEST_PATH)) {
+        wasm_sandbox_native::sandbox_init_main(args);
+    }
+    let mut rest = std::env::args_os().skip(1);
+    if rest.next().as_deref() == Some(std::ffi::OsStr::new("__sandbox-init")) {
+        wasm_sandbox_native::sandbox_init_main(rest);
+    }
+    use_self_as_init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve(*args),
         Command::Replay(cmd) => {
             init_tracing("warn");
             cmd.execute()
@@ -41,6 +63,27 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn serve(args: wasm_sandbox_worker::serve::ServeArgs) -> anyhow::Result<ExitCode> {
+    // The environment key must never reach a child: drop it from the process
+    // environment before any thread (or sandbox) exists.
+    wasm_sandbox_worker::serve::scrub_environment_key();
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(wasm_sandbox_worker::serve::serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes this binary the sandbox init helper unless one is configured
+/// (`WASM_SANDBOX_INIT`) or installed beside it (`wasm-sandbox-init`).
+fn use_self_as_init() {
+    if std::env::var_os("WASM_SANDBOX_INIT").is_some() || wasm_sandbox_native::locate_init().is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // SAFETY: called at the top of `main`, before any other thread exists.
+        unsafe { std::env::set_var("WASM_SANDBOX_INIT", exe) };
     }
 }
 

@@ -22,6 +22,9 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// Per-session resource limits for components.
     pub limits: LimitsConfig,
+    /// `[bash]`: the native sandbox bash runs in (bubblewrap, Landlock,
+    /// seccomp, limits); see [`BashConfig`](wasm_sandbox_native::BashConfig).
+    pub bash: wasm_sandbox_native::BashConfig,
 }
 
 /// `[engine]`: how the wasmtime `Engine` is built (once per process).

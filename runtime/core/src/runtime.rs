@@ -5,6 +5,7 @@ use crate::config::RuntimeConfig;
 use crate::file_tools::{self, SessionState, ToolsPre};
 use crate::session::{Session, SessionSpec};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasm_sandbox_native::{BashSandbox, SandboxReport};
 use crate::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) tools_pre: ToolsPre<SessionState>,
     pub(crate) linker: Linker<SessionState>,
     pub(crate) config: RuntimeConfig,
+    pub(crate) bash: Arc<BashSandbox>,
     compilations: AtomicU64,
 }
 
@@ -52,7 +54,13 @@ impl Runtime {
         let pre = linker.instantiate_pre(&component).map_err(Error::InvalidComponent)?;
         let tools_pre = ToolsPre::new(pre).map_err(Error::InvalidComponent)?;
         spawn_epoch_ticker(&engine, config.engine.epoch_tick_ms)?;
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, tools_pre, linker, config, compilations }) })
+        // Probes bubblewrap, Landlock, seccomp and cgroups once; an unusable
+        // sandbox is recorded and makes every bash call fail closed.
+        let bash = Arc::new(BashSandbox::new(config.bash.clone()));
+        if let Some(problem) = &bash.report().unavailable_reason {
+            tracing::warn!(reason = %problem, "the bash sandbox is unavailable; bash calls will fail");
+        }
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, tools_pre, linker, config, bash, compilations }) })
     }
 
     /// Creates a fresh sandbox for one session (see [`SessionSpec`]).
@@ -86,6 +94,11 @@ impl Runtime {
     /// The configuration in effect.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Which layers of the native bash sandbox are active on this host.
+    pub fn sandbox_report(&self) -> &SandboxReport {
+        self.inner.bash.report()
     }
 
     /// The underlying engine (for embedders adding their own components).

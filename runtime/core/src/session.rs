@@ -4,6 +4,7 @@
 use crate::config::Cap;
 use crate::file_tools::{CommandOutput, FileToolsInstance, Preopen};
 use crate::runtime::CommandComponent;
+use wasm_sandbox_native::{BashSession, BashSessionSpec, StoreMount};
 use crate::runtime::Runtime;
 use crate::tool::{FILE_TOOLS, ToolCall, ToolResult};
 use crate::{Error, Result};
@@ -78,8 +79,10 @@ pub struct Session {
     /// The file-tools instance; `None` after a trap until the next call
     /// re-instantiates it.
     files: Arc<Mutex<Option<FileToolsInstance>>>,
-    /// Serialises tool calls, as the reference's single dispatch loop does.
-    call_lock: tokio::sync::Mutex<()>,
+    /// The session's bash (started lazily, or by [`Session::prestart_bash`]).
+    /// The mutex also serialises tool calls, as the reference's single
+    /// dispatch loop does.
+    bash: tokio::sync::Mutex<BashSession>,
 }
 
 impl std::fmt::Debug for Session {
@@ -104,6 +107,18 @@ impl Session {
             preopens.push(Preopen { host: m.host_path.clone(), guest: m.guest_path.clone(), read_only: m.read_only });
         }
         let tool_config = tool_config_json(&spec);
+        let bash_spec = BashSessionSpec {
+            session_id: spec.session_id.clone(),
+            workspace: workspace.clone(),
+            outputs: outputs.clone(),
+            memory_stores: spec
+                .memory_stores
+                .iter()
+                .map(|m| StoreMount { guest_path: m.guest_path.clone(), host_path: m.host_path.clone(), read_only: m.read_only })
+                .collect(),
+            env: spec.env.clone(),
+        };
+        let bash = BashSession::new(runtime.inner.bash.clone(), bash_spec);
         let preopens = Arc::new(preopens);
         let inner = &runtime.inner;
         let instance =
@@ -116,7 +131,7 @@ impl Session {
             preopens,
             tool_config: tool_config.into(),
             files: Arc::new(Mutex::new(Some(instance))),
-            call_lock: tokio::sync::Mutex::new(()),
+            bash: tokio::sync::Mutex::new(bash),
         })
     }
 
@@ -141,14 +156,38 @@ impl Session {
     /// [`SANDBOX_TOOLS`](crate::SANDBOX_TOOLS): the reference posts nothing
     /// for those, leaving them to whichever client owns them.
     pub async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
-        let _serial = self.call_lock.lock().await;
+        let mut bash = self.bash.lock().await;
         if FILE_TOOLS.contains(&call.name.as_str()) {
             return Some(self.call_file_tool(call).await);
         }
-        if call.name == "bash" {
-            return Some(ToolResult::error("bash: the native sandbox is not available in this build"));
+        if call.name != "bash" {
+            return None;
         }
-        None
+        // The reference's outer deadline (150 s) also bounds bash, whose own
+        // default timeout (120 s) is kept below it so its cleanup fires first.
+        // Cancelling the call leaves the shell dead until `restart`, as in the
+        // reference.
+        let deadline = std::time::Duration::from_millis(self.runtime.inner.config.limits.tool_timeout_ms);
+        Some(match tokio::time::timeout(deadline, bash.call(&call.input)).await {
+            Ok(out) => ToolResult::text(out.text, out.is_error),
+            Err(_) => ToolResult::error("tool 'bash' timed out"),
+        })
+    }
+
+    /// Starts the session's shell now, so the first bash call does not pay
+    /// for the sandbox start (a few milliseconds). Workers call this right
+    /// after claiming a session; failures surface on the first bash call.
+    pub async fn prestart_bash(&self) {
+        let mut bash = self.bash.lock().await;
+        if let Err(e) = bash.prestart().await {
+            tracing::warn!(session_id = %self.id, error = %e, "bash sandbox failed to start");
+        }
+    }
+
+    /// Host pids of the processes in this session's bash sandbox (empty when
+    /// no shell runs). For teardown checks and diagnostics.
+    pub async fn bash_processes(&self) -> Vec<i32> {
+        self.bash.lock().await.sandbox_processes()
     }
 
     async fn call_file_tool(&self, call: &ToolCall) -> ToolResult {
@@ -157,11 +196,19 @@ impl Session {
         let preopens = self.preopens.clone();
         let runtime = self.runtime.clone();
         let name = call.name.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            run_blocking(&runtime, &files, &preopens, &name, &request)
-        })
-        .await;
-        joined.unwrap_or_else(|e| ToolResult::error(format!("tool '{}' failed: {e}", call.name)))
+        let task = tokio::task::spawn_blocking(move || run_blocking(&runtime, &files, &preopens, &name, &request));
+        // The epoch deadline interrupts guest code, not a host call the guest
+        // is blocked in; this outer deadline (one tick later) covers that too.
+        let limits = &self.runtime.inner.config;
+        let outer = std::time::Duration::from_millis(limits.limits.tool_timeout_ms + 2 * limits.engine.epoch_tick_ms);
+        match tokio::time::timeout(outer, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => ToolResult::error(format!("tool '{}' failed: {e}", call.name)),
+            Err(_) => {
+                tracing::error!(session_id = %self.id, tool = %call.name, "file tool blocked past its deadline");
+                ToolResult::error(format!("tool '{}' timed out", call.name))
+            }
+        }
     }
 
     /// Runs a file-tool call on the current thread (for embedders without
@@ -198,10 +245,11 @@ impl Session {
         )
     }
 
-    /// Ends the session: drops the component instance (and, with bash, kills
-    /// the shell and every descendant). Directories are left for the caller.
+    /// Ends the session: kills the shell and every process of its sandbox,
+    /// and drops the component instance. Directories are left for the caller.
     pub async fn close(&self) {
-        let _serial = self.call_lock.lock().await;
+        let mut bash = self.bash.lock().await;
+        bash.close().await;
         if let Ok(mut g) = self.files.lock() {
             g.take();
         }

@@ -73,13 +73,46 @@ fn writable(parent: &Path) -> bool {
     ok
 }
 
+/// Session cgroups are named `<prefix><worker pid>-<session>-<random>`.
+pub const SESSION_PREFIX: &str = "wasm-sandbox-";
+
 impl CgroupSupport {
-    /// Finds the writable v1 memory and pids hierarchies.
+    /// Finds the writable v1 memory and pids hierarchies, and removes empty session
+    /// cgroups left behind by worker processes that are gone.
     pub fn detect() -> Self {
         let pick = |c: &str| own_v1_dir(c).filter(|d| writable(d));
-        Self {
+        let support = Self {
             memory_parent: pick("memory"),
             pids_parent: pick("pids"),
+        };
+        for parent in support
+            .memory_parent
+            .iter()
+            .chain(support.pids_parent.iter())
+        {
+            remove_stale(parent);
+        }
+        support
+    }
+}
+
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SESSION_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            // Fails (harmlessly) while processes are still inside.
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }

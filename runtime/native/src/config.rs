@@ -41,7 +41,8 @@ pub struct BashConfig {
     /// process's own cgroup) when the host allows it. Default: true.
     pub use_cgroups: bool,
     /// Share the host's network namespace. Default: false (a private network
-    /// namespace with only loopback, and Landlock denies TCP bind/connect).
+    /// namespace with only loopback, and Landlock denies TCP bind/connect). When
+    /// enabling it, add `/etc/resolv.conf` to `etc_files` for DNS.
     pub network: bool,
     /// Refuse to start bash unless Landlock is enforced inside the sandbox.
     /// Default: true.

@@ -283,13 +283,12 @@ pub fn sandbox_init_main<I: IntoIterator<Item = OsString>>(args: I) -> ! {
             }
             report(&line);
             drop(ready);
-            let mut cmd = std::process::Command::new(&args.command[0]);
-            cmd.args(&args.command[1..]);
-            let e = cmd.exec();
-            eprintln!(
-                "wasm-sandbox-init: cannot execute {:?}: {e}",
-                args.command[0]
-            );
+            let Some((program, rest)) = args.command.split_first() else {
+                eprintln!("wasm-sandbox-init: no command");
+                std::process::exit(125);
+            };
+            let e = std::process::Command::new(program).args(rest).exec();
+            eprintln!("wasm-sandbox-init: cannot execute {program:?}: {e}");
             std::process::exit(127);
         }
         Err(e) => {

@@ -80,7 +80,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -198,6 +198,8 @@ pub struct BashSandbox {
     config: BashConfig,
     report: SandboxReport,
     cgroups: CgroupSupport,
+    /// A private copy of the allow-listed `/etc` files, bound as one mount.
+    etc: Option<PreparedEtc>,
 }
 
 /// Finds the init helper: `$WASM_SANDBOX_INIT`, else `wasm-sandbox-init` next to the
@@ -240,6 +242,8 @@ const ROOT_SYSTEM_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "li
 /// Everything needed to build bubblewrap's and the init's argument lists.
 struct Plan<'a> {
     config: &'a BashConfig,
+    /// The prepared `/etc` copy; `None` = bind each allow-listed file.
+    etc_dir: Option<&'a Path>,
     init: &'a Path,
     ready_fd: i32,
     workspace: Option<&'a Path>,
@@ -304,10 +308,12 @@ impl Plan<'_> {
                 Err(_) => {}
             }
         }
-        push(&[&"--perms", &"0755", &"--dir", &"/etc"]);
-        for f in &c.etc_files {
-            if f.starts_with("/etc") && f.exists() && !is_forbidden_etc(f) {
-                push(&[&"--ro-bind", f, f]);
+        if let Some(etc) = self.etc_dir {
+            push(&[&"--ro-bind", &etc, &"/etc"]);
+        } else {
+            push(&[&"--perms", &"0755", &"--dir", &"/etc"]);
+            for f in allowed_etc_files(c) {
+                push(&[&"--ro-bind", &f, &f]);
             }
         }
         push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
@@ -440,14 +446,112 @@ fn is_forbidden_etc(p: &Path) -> bool {
         .any(|bad| s.contains(bad))
 }
 
-/// Checks a memory store's guest path: absolute, normalised, under `/mnt/memory/`.
+/// The configured `/etc` entries that exist and are not on the deny-list.
+fn allowed_etc_files(c: &BashConfig) -> Vec<PathBuf> {
+    c.etc_files
+        .iter()
+        .filter(|f| {
+            f.starts_with("/etc")
+                && !f
+                    .components()
+                    .any(|x| matches!(x, std::path::Component::ParentDir))
+                && std::fs::symlink_metadata(f).is_ok()
+                && !is_forbidden_etc(f)
+        })
+        .cloned()
+        .collect()
+}
+
+/// A private host directory holding copies of the allow-listed `/etc` entries, so
+/// each sandbox needs one bind mount for `/etc` instead of one per file (each mount
+/// costs bubblewrap time at every session start). Symlinks are copied as symlinks
+/// (they resolve inside the sandbox); modes are kept. Removed on drop.
+#[derive(Debug)]
+struct PreparedEtc {
+    dir: PathBuf,
+}
+
+impl PreparedEtc {
+    fn create(c: &BashConfig) -> std::io::Result<Self> {
+        Self::remove_stale();
+        let dir = std::env::temp_dir().join(format!(
+            "wasm-sandbox-etc-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&dir)?;
+        let prepared = Self { dir };
+        std::fs::set_permissions(
+            &prepared.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        for f in allowed_etc_files(c) {
+            let Ok(rel) = f.strip_prefix("/etc") else {
+                continue;
+            };
+            let target = prepared.dir.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            copy_tree(&f, &target)?;
+        }
+        Ok(prepared)
+    }
+}
+
+impl PreparedEtc {
+    /// Removes copies left by processes that exited without dropping their sandbox
+    /// (e.g. one held in a `static`, or a crash).
+    fn remove_stale() {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("wasm-sandbox-etc-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)?;
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        std::fs::set_permissions(dst, meta.permissions())?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+    } else if meta.is_file() {
+        std::fs::copy(src, dst)?;
+    }
+    Ok(())
+}
+
+impl Drop for PreparedEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Checks a memory store's guest path: exactly `/mnt/memory/<name>`, where `<name>`
+/// is one plain path segment.
 fn valid_store_path(p: &str) -> bool {
-    let path = Path::new(p);
-    p.starts_with("/mnt/memory/")
-        && path.components().count() >= 4
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    p.strip_prefix("/mnt/memory/").is_some_and(|name| {
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+    })
 }
 
 // ----------------------------------------------------------------------------
@@ -531,7 +635,10 @@ impl BashSandbox {
             CgroupSupport::default()
         };
         let bwrap = find_bwrap(&config);
-        let init = config.init_path.clone().or_else(locate_init);
+        let init = match &config.init_path {
+            Some(p) => p.is_file().then(|| p.clone()),
+            None => locate_init(),
+        };
         let mut namespaces = vec!["user", "mount", "pid", "ipc", "uts", "cgroup"];
         if !config.network {
             namespaces.push("net");
@@ -568,9 +675,23 @@ impl BashSandbox {
             max_file_size_bytes: config.max_file_size_bytes,
             network: config.network,
         };
+        let etc = match PreparedEtc::create(&config) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prepare the sandbox /etc copy; binding files one by one");
+                None
+            }
+        };
+        let etc_dir = etc.as_ref().map(|e| e.dir.as_path());
         let probe = match (&bwrap, &init) {
-            (None, _) => Err("bubblewrap (bwrap) not found; install the `bubblewrap` package or set bash.bwrap_path".to_owned()),
-            (_, None) => Err("the sandbox init helper (wasm-sandbox-init) was not found; set bash.init_path or WASM_SANDBOX_INIT".to_owned()),
+            (None, _) => Err(match &config.bwrap_path {
+                Some(p) => format!("the configured bwrap_path {} does not exist", p.display()),
+                None => "bubblewrap (bwrap) not found; install the `bubblewrap` package or set bash.bwrap_path".to_owned(),
+            }),
+            (_, None) => Err(match &config.init_path {
+                Some(p) => format!("the configured init_path {} does not exist", p.display()),
+                None => "the sandbox init helper (wasm-sandbox-init) was not found; set bash.init_path or WASM_SANDBOX_INIT".to_owned(),
+            }),
             (Some(b), Some(i)) => {
                 report.bwrap_version = Command::new(b)
                     .arg("--version")
@@ -578,7 +699,7 @@ impl BashSandbox {
                     .output()
                     .ok()
                     .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-                probe_sandbox(&config, b, i)
+                probe_sandbox(&config, etc_dir, b, i)
             }
         };
         match probe {
@@ -608,6 +729,7 @@ impl BashSandbox {
             config,
             report,
             cgroups,
+            etc,
         }
     }
 
@@ -630,7 +752,7 @@ impl BashSandbox {
                 .clone()
                 .unwrap_or_else(|| "unknown".to_owned());
             if self.report.unsandboxed_fallback {
-                return launch_unsandboxed(spec).await;
+                return launch_unsandboxed(&self.config, spec).await;
             }
             tracing::error!(%reason, session = %spec.session_id, "refusing to run bash without its sandbox");
             return Err(SandboxError::Unavailable(reason));
@@ -638,14 +760,19 @@ impl BashSandbox {
         let (Some(bwrap), Some(init)) = (&self.report.bwrap, &self.report.init) else {
             return Err(SandboxError::Unavailable("probe incomplete".to_owned()));
         };
-        for (what, p) in [("workspace", &spec.workspace), ("outputs", &spec.outputs)] {
-            if !p.is_dir() {
-                return Err(SandboxError::Config(format!(
-                    "{what} directory {} does not exist",
-                    p.display()
-                )));
-            }
-        }
+        // bubblewrap resolves relative sources against its own cwd and follows
+        // symlinks at mount time; resolve them here, once, to absolute directories.
+        let dir = |what: &str, p: &Path| -> Result<PathBuf, SandboxError> {
+            std::fs::canonicalize(p)
+                .ok()
+                .filter(|c| c.is_dir())
+                .ok_or_else(|| {
+                    SandboxError::Config(format!("{what} directory {} does not exist", p.display()))
+                })
+        };
+        let workspace = dir("workspace", &spec.workspace)?;
+        let outputs = dir("outputs", &spec.outputs)?;
+        let mut stores = Vec::with_capacity(spec.memory_stores.len());
         for s in &spec.memory_stores {
             if !valid_store_path(&s.guest_path) {
                 return Err(SandboxError::Config(format!(
@@ -653,15 +780,15 @@ impl BashSandbox {
                     s.guest_path
                 )));
             }
-            if !s.host_path.is_dir() {
-                return Err(SandboxError::Config(format!(
-                    "memory store directory {} does not exist",
-                    s.host_path.display()
-                )));
-            }
+            stores.push(StoreMount {
+                host_path: dir("memory store", &s.host_path)?,
+                ..s.clone()
+            });
         }
         let cgroup_name = format!(
-            "wasm-sandbox-{}-{}",
+            "{}{}-{}-{}",
+            crate::cgroup::SESSION_PREFIX,
+            std::process::id(),
             sanitize(&spec.session_id),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
@@ -674,11 +801,12 @@ impl BashSandbox {
         let (ready_r, ready_w) = std::io::pipe().map_err(start_err)?;
         let plan = Plan {
             config: &self.config,
+            etc_dir: self.etc.as_ref().map(|e| e.dir.as_path()),
             init,
             ready_fd: ready_w.as_raw_fd(),
-            workspace: Some(&spec.workspace),
-            outputs: Some(&spec.outputs),
-            stores: &spec.memory_stores,
+            workspace: Some(&workspace),
+            outputs: Some(&outputs),
+            stores: &stores,
             memory_cgroup: cgroup.memory.is_some(),
             pids_cgroup: cgroup.pids.is_some(),
             probe: false,
@@ -775,9 +903,15 @@ async fn read_ready(ready: std::io::PipeReader, timeout: Duration) -> Result<Str
 }
 
 /// Runs the probe sandbox (blocking).
-fn probe_sandbox(config: &BashConfig, bwrap: &Path, init: &Path) -> Result<String, String> {
+fn probe_sandbox(
+    config: &BashConfig,
+    etc_dir: Option<&Path>,
+    bwrap: &Path,
+    init: &Path,
+) -> Result<String, String> {
     let plan = Plan {
         config,
+        etc_dir,
         init,
         ready_fd: -1,
         workspace: None,
@@ -838,9 +972,19 @@ fn probe_sandbox(config: &BashConfig, bwrap: &Path, init: &Path) -> Result<Strin
 }
 
 /// Starts bash directly on the host: only with the explicit opt-in.
-async fn launch_unsandboxed(spec: &BashSessionSpec) -> Result<Shell, SandboxError> {
+async fn launch_unsandboxed(
+    config: &BashConfig,
+    spec: &BashSessionSpec,
+) -> Result<Shell, SandboxError> {
     tracing::warn!(session = %spec.session_id, "starting bash UNSANDBOXED on the host (allow_unsandboxed_bash_i_understand_the_risk)");
-    let env = crate::env::build_env(&BashConfig::default(), spec.env.as_ref());
+    let mut env = crate::env::build_env(config, spec.env.as_ref());
+    if spec.env.is_none() && env.get("HOME").map(String::as_str) == Some(WORKSPACE_GUEST) {
+        // There is no /workspace on the host: point HOME at the real directory.
+        env.insert(
+            "HOME".to_owned(),
+            spec.workspace.to_string_lossy().into_owned(),
+        );
+    }
     let (out_r, out_w) = std::io::pipe().map_err(start_err)?;
     let mut cmd = Command::new(BASH[0]);
     cmd.args(&BASH[1..])
@@ -1072,6 +1216,8 @@ mod tests {
         assert!(!valid_store_path("/mnt/memory/../etc"));
         assert!(!valid_store_path("/etc/x"));
         assert!(!valid_store_path("/mnt/memory/a/./b"));
+        assert!(!valid_store_path("/mnt/memory/a/b"));
+        assert!(!valid_store_path("/mnt/memory/.."));
     }
 
     #[test]
@@ -1080,6 +1226,7 @@ mod tests {
         config.etc_files.push("/etc/shadow".into());
         let plan = Plan {
             config: &config,
+            etc_dir: None,
             init: Path::new("/x/init"),
             ready_fd: 7,
             workspace: Some(Path::new("/w")),

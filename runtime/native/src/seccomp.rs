@@ -50,7 +50,8 @@ pub enum SeccompError {
 
 /// The syscalls denied outright.
 fn denied_syscalls() -> Vec<i64> {
-    let mut v: Vec<libc::c_long> = vec![
+    // `c_long` is `i64` on every architecture seccompiler supports.
+    let mut v: Vec<i64> = vec![
         libc::SYS_mount,
         libc::SYS_umount2,
         libc::SYS_pivot_root,
@@ -102,7 +103,7 @@ fn denied_syscalls() -> Vec<i64> {
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([libc::SYS_uselib, libc::SYS_iopl, libc::SYS_ioperm]);
-    v.into_iter().map(i64::from).collect()
+    v
 }
 
 /// All `CLONE_NEW*` flags.
@@ -139,7 +140,7 @@ pub fn deny_filter() -> Result<BpfProgram, SeccompError> {
             )?])
         })
         .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(i64::from(libc::SYS_clone), clone_rules);
+    rules.insert(libc::SYS_clone, clone_rules);
     let ioctl_rules = [libc::TIOCSTI, 0x541c /* TIOCLINUX */]
         .iter()
         .map(|req| {
@@ -151,7 +152,7 @@ pub fn deny_filter() -> Result<BpfProgram, SeccompError> {
             )?])
         })
         .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(i64::from(libc::SYS_ioctl), ioctl_rules);
+    rules.insert(libc::SYS_ioctl, ioctl_rules);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -161,10 +162,14 @@ pub fn deny_filter() -> Result<BpfProgram, SeccompError> {
     Ok(filter.try_into()?)
 }
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10 | 0x00;
-const BPF_JMP_JGE_K: u16 = 0x05 | 0x30 | 0x00;
-const BPF_RET_K: u16 = 0x06 | 0x00;
+/// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JEQ | BPF_K` (0x05 | 0x10 | 0x00).
+const BPF_JMP_JEQ_K: u16 = 0x15;
+/// `BPF_JMP | BPF_JGE | BPF_K` (0x05 | 0x30 | 0x00).
+const BPF_JMP_JGE_K: u16 = 0x35;
+/// `BPF_RET | BPF_K` (0x06 | 0x00).
+const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 

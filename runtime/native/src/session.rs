@@ -245,3 +245,36 @@ fn duration_from_secs(secs: f64) -> Option<Duration> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+    fn is_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_and_futures_are_send() {
+        is_send_sync::<BashSandbox>();
+        let sandbox = Arc::new(BashSandbox::new(crate::BashConfig {
+            bwrap_path: Some("/nonexistent".into()),
+            ..crate::BashConfig::default()
+        }));
+        let mut s = BashSession::new(
+            sandbox,
+            BashSessionSpec {
+                session_id: "s".into(),
+                workspace: "/nonexistent".into(),
+                outputs: "/nonexistent".into(),
+                memory_stores: vec![],
+                env: None,
+            },
+        );
+        is_send(&s);
+        let input = serde_json::json!({"command": "true"});
+        let fut = s.call(&input);
+        is_send(&fut);
+        drop(fut);
+        is_send(&s.close());
+    }
+}

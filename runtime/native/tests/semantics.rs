@@ -37,7 +37,14 @@ fn short(s: &str) -> String {
         return format!("{s:?}");
     }
     let head: String = s.chars().take(60).collect();
-    let tail: String = s.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = s
+        .chars()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{head:?}...{tail:?}")
 }
 
@@ -140,14 +147,26 @@ async fn workspace_is_cwd_and_shared_with_host() {
     let dirs = Dirs::new();
     std::fs::write(dirs.workspace().join("from_host.txt"), "host data").unwrap();
     let mut s = session(&dirs);
-    assert_eq!(run(&mut s, "pwd; cat from_host.txt").await, ok("/workspace\nhost data"));
+    assert_eq!(
+        run(&mut s, "pwd; cat from_host.txt").await,
+        ok("/workspace\nhost data")
+    );
     assert_eq!(
         run(&mut s, "echo made > made.txt; echo out > /mnt/session/outputs/o.txt; echo m > /mnt/memory/rw/m.txt").await,
         ok("")
     );
-    assert_eq!(std::fs::read_to_string(dirs.workspace().join("made.txt")).unwrap(), "made\n");
-    assert_eq!(std::fs::read_to_string(dirs.path("outputs/o.txt")).unwrap(), "out\n");
-    assert_eq!(std::fs::read_to_string(dirs.path("store-rw/m.txt")).unwrap(), "m\n");
+    assert_eq!(
+        std::fs::read_to_string(dirs.workspace().join("made.txt")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.path("outputs/o.txt")).unwrap(),
+        "out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.path("store-rw/m.txt")).unwrap(),
+        "m\n"
+    );
     // Ordinary tools work: pipes, subshells, python, /dev/null, /dev/stdout.
     assert_eq!(
         run(&mut s, "echo a | tr a b; python3 -c 'print(6*7)'; echo quiet >/dev/null; echo loud >/dev/stdout; ls /dev/null").await,
@@ -185,10 +204,71 @@ async fn first_command_latency_printout() {
         v.sort();
     }
     eprintln!(
-        "LATENCY (n={n}, debug build, shared 2-core box): first command lazy p50 {:?} max {:?}; after prestart p50 {:?}; warm p50 {:?}",
+        "LATENCY (n={n}, {} build, shared 2-core box): first command lazy p50 {:?} max {:?}; after prestart p50 {:?}; warm p50 {:?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         lazy[n / 2],
         lazy[n - 1],
         pre[n / 2],
         warm[n / 2]
+    );
+}
+
+#[tokio::test]
+async fn session_paths_are_resolved_and_checked() {
+    let dirs = Dirs::new();
+    // A symlinked workspace path is resolved before mounting.
+    let link = dirs.path("ws-link");
+    std::os::unix::fs::symlink(dirs.workspace(), &link).unwrap();
+    let mut spec = spec(&dirs, "paths");
+    spec.workspace = link;
+    let mut s = wasm_sandbox_native::BashSession::new(sandbox(), spec.clone());
+    assert_eq!(
+        run(&mut s, "echo x > via-link.txt; pwd").await,
+        ok("/workspace")
+    );
+    assert!(dirs.workspace().join("via-link.txt").exists());
+    s.close().await;
+    // A missing directory is a clear error, not a half-built sandbox.
+    spec.workspace = dirs.path("missing");
+    let mut s = wasm_sandbox_native::BashSession::new(sandbox(), spec);
+    let out = run(&mut s, "echo x").await;
+    assert!(out.is_error);
+    assert!(
+        out.text
+            .starts_with("bash: invalid sandbox configuration: workspace directory"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn locate_init_finds_the_helper_next_to_test_binaries() {
+    let found = wasm_sandbox_native::locate_init().expect("wasm-sandbox-init");
+    assert_eq!(
+        found.canonicalize().unwrap(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_wasm-sandbox-init"))
+            .canonicalize()
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn exit_with_background_job_returns_without_waiting_for_it() {
+    let dirs = Dirs::new();
+    let mut s = session(&dirs);
+    // The reference would wait for the timeout here (the job keeps the pipe open);
+    // the sandbox's pid namespace dies with bash instead.
+    let out = call(
+        &mut s,
+        json!({"command": "echo bye; sleep 100 & exit 0", "timeout_ms": 60000}),
+    )
+    .await;
+    assert_eq!(out, err("bye"));
+    assert_eq!(
+        run(&mut s, "echo x").await,
+        err("bash: bash session terminated; restart required")
     );
 }

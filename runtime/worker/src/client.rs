@@ -181,6 +181,8 @@ enum Retries {
     None,
     /// The SDK core client's policy.
     Core,
+    /// The core policy, except that these statuses are final answers.
+    CoreExcept(&'static [u16]),
 }
 
 impl Api {
@@ -251,7 +253,10 @@ impl Api {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        headers.insert("anthropic-beta", HeaderValue::from_static(MANAGED_AGENTS_BETA));
+        headers.insert(
+            "anthropic-beta",
+            HeaderValue::from_static(MANAGED_AGENTS_BETA),
+        );
         headers.insert("x-stainless-helper", HeaderValue::from_static(helper));
         if method == Method::POST {
             headers.insert(
@@ -272,9 +277,10 @@ impl Api {
         timeout: Duration,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, ApiError> {
-        let max = match retries {
-            Retries::None => 0,
-            Retries::Core => self.max_retries,
+        let (max, final_statuses): (u32, &[u16]) = match retries {
+            Retries::None => (0, &[]),
+            Retries::Core => (self.max_retries, &[]),
+            Retries::CoreExcept(statuses) => (self.max_retries, statuses),
         };
         let mut attempt = 0u32;
         loop {
@@ -284,7 +290,8 @@ impl Api {
                 Err(e) if e.is_timeout() => (ApiError::Timeout { op }, None),
                 Err(source) => (ApiError::Connection { op, source }, None),
             };
-            if attempt >= max || !err.core_retryable() {
+            let final_answer = err.status().is_some_and(|s| final_statuses.contains(&s));
+            if attempt >= max || final_answer || !err.core_retryable() {
                 return Err(err);
             }
             let delay = retry_after.unwrap_or_else(|| core_backoff(attempt));
@@ -423,7 +430,10 @@ impl EnvironmentClient {
         let path = self.work_path("/poll");
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(b) = block_ms {
-            query.push(("block_ms", b.clamp(1, crate::proto::POLL_BLOCK_MS_MAX).to_string()));
+            query.push((
+                "block_ms",
+                b.clamp(1, crate::proto::POLL_BLOCK_MS_MAX).to_string(),
+            ));
         }
         if let Some(r) = reclaim_older_than_ms {
             query.push(("reclaim_older_than_ms", r.max(1).to_string()));
@@ -504,11 +514,17 @@ async fn stop(
     let body = StopRequest {
         force: force.then_some(true),
     };
+    // 409 = already stopped: a final answer, not worth a retry.
     match api
-        .send("stop", Retries::Core, api.timeouts.request, || {
-            api.request(Method::POST, path, credential, helper)
-                .json(&body)
-        })
+        .send(
+            "stop",
+            Retries::CoreExcept(&[409]),
+            api.timeouts.request,
+            || {
+                api.request(Method::POST, path, credential, helper)
+                    .json(&body)
+            },
+        )
         .await
     {
         // 200 with the work item, or 204 with no body: both mean stopped; the body is not needed.
@@ -679,7 +695,9 @@ impl ItemClient {
                     tracing::debug!("dropping an SSE frame without an event name");
                     Ok(StreamItem::Skip)
                 }
-                "error" => Err(StreamError::ServerError(ev.data.chars().take(500).collect())),
+                "error" => Err(StreamError::ServerError(
+                    ev.data.chars().take(500).collect(),
+                )),
                 name => SessionEvent::parse(&ev.data)
                     .map(StreamItem::Event)
                     .map_err(|error| StreamError::Malformed {
@@ -703,15 +721,20 @@ impl ItemClient {
         loop {
             let resp = self
                 .api
-                .send("events.list", Retries::Core, self.api.timeouts.request, || {
-                    let mut query = vec![("limit", "1000".to_owned())];
-                    if let Some(p) = &page {
-                        query.push(("page", p.clone()));
-                    }
-                    self.api
-                        .request(Method::GET, &path, &self.credential, HELPER_RUNNER)
-                        .query(&query)
-                })
+                .send(
+                    "events.list",
+                    Retries::Core,
+                    self.api.timeouts.request,
+                    || {
+                        let mut query = vec![("limit", "1000".to_owned())];
+                        if let Some(p) = &page {
+                            query.push(("page", p.clone()));
+                        }
+                        self.api
+                            .request(Method::GET, &path, &self.credential, HELPER_RUNNER)
+                            .query(&query)
+                    },
+                )
                 .await?;
             let body: EventPage = json_req("events.list", resp).await?;
             out.extend(body.data);
@@ -734,11 +757,16 @@ impl ItemClient {
         let path = self.session_path("/events");
         let body = SendEvents { events };
         self.api
-            .send("events.send", Retries::None, self.api.timeouts.request, || {
-                self.api
-                    .request(Method::POST, &path, &self.credential, HELPER_RUNNER)
-                    .json(&body)
-            })
+            .send(
+                "events.send",
+                Retries::None,
+                self.api.timeouts.request,
+                || {
+                    self.api
+                        .request(Method::POST, &path, &self.credential, HELPER_RUNNER)
+                        .json(&body)
+                },
+            )
             .await?;
         Ok(())
     }

@@ -1,37 +1,81 @@
-//! Adapter from the core runtime (`wasm-sandbox-runtime`) to the worker's sandbox seam.
+//! Adapter from the core runtime (`wasm-sandbox-runtime`) to the worker's sandbox seam: one
+//! compiled [`Runtime`] per process, one fresh core [`Session`] per claimed work item, rooted at
+//! the item's own directory.
 //!
-//! TODO(core): the core crate is not compilable yet; until it is, `serve` (without `--local`)
-//! refuses to start. Replace this stub with the `Runtime`/`Session` adapter.
+//! The core session is created on a blocking thread (instantiation is synchronous work), tool
+//! calls go straight to `Session::call_tool` (which serialises calls and returns `None` for a
+//! tool that is not a sandbox tool), and `close` kills bash and every descendant. The bash
+//! environment is the core runtime's allow-list (`SessionSpec::env = None`), which never
+//! includes `ANTHROPIC_*` variables; the worker additionally removes the environment key from
+//! its own environment at start-up.
+
+use wasm_sandbox_runtime::{Runtime, RuntimeConfig, Session, SessionSpec};
 
 use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec, ToolCall, ToolResult};
 
 /// Sandboxes made by the core runtime.
-#[derive(Clone, Debug)]
-pub struct CoreProvider;
+#[derive(Clone)]
+pub struct CoreProvider {
+    runtime: Runtime,
+}
+
+impl std::fmt::Debug for CoreProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreProvider").finish_non_exhaustive()
+    }
+}
 
 /// One core session.
-#[derive(Debug)]
-pub struct CoreSession;
+pub struct CoreSession {
+    session: Session,
+}
 
 impl CoreProvider {
-    /// Builds the runtime from the `[runtime]` table of the config file.
-    pub fn from_config(_runtime: Option<toml::Value>) -> anyhow::Result<CoreProvider> {
-        anyhow::bail!("the core sandbox runtime is not available in this build yet")
+    /// Wraps an existing runtime.
+    pub fn new(runtime: Runtime) -> CoreProvider {
+        CoreProvider { runtime }
+    }
+
+    /// Builds the runtime from the `[runtime]` table of the config file (unknown keys are an
+    /// error), or the defaults.
+    pub fn from_config(runtime: Option<toml::Value>) -> anyhow::Result<CoreProvider> {
+        let config: RuntimeConfig = match runtime {
+            Some(v) => v
+                .try_into()
+                .map_err(|e| anyhow::anyhow!("[runtime] config: {e}"))?,
+            None => RuntimeConfig::default(),
+        };
+        Ok(CoreProvider::new(Runtime::new(config)?))
+    }
+
+    /// The core runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 }
 
 impl SandboxProvider for CoreProvider {
     type Session = CoreSession;
 
-    async fn create(&self, _spec: SandboxSpec) -> anyhow::Result<CoreSession> {
-        anyhow::bail!("the core sandbox runtime is not available in this build yet")
+    async fn create(&self, spec: SandboxSpec) -> anyhow::Result<CoreSession> {
+        let runtime = self.runtime.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            runtime.session(SessionSpec::new(spec.session_id, spec.root))
+        })
+        .await??;
+        // Start the bash sandbox now, while the event stream attaches, so the
+        // first bash call does not pay for it.
+        session.prestart_bash().await;
+        Ok(CoreSession { session })
     }
 }
 
 impl SandboxSession for CoreSession {
-    async fn call_tool(&self, _call: &ToolCall) -> Option<ToolResult> {
-        None
+    async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
+        self.session.call_tool(call).await
     }
 
-    async fn close(&self) {}
+    async fn close(&self) {
+        self.session.close().await;
+    }
 }

@@ -247,9 +247,21 @@ mod tests {
     #[test]
     fn interval_follows_ttl() {
         let c = HeartbeatConfig::default();
-        assert_eq!(c.interval_for(Duration::from_secs(90)), Duration::from_secs(30));
-        assert_eq!(c.interval_for(Duration::from_secs(300)), Duration::from_secs(30));
-        assert_eq!(c.interval_for(Duration::from_secs(6)), Duration::from_secs(2));
-        assert_eq!(c.interval_for(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(
+            c.interval_for(Duration::from_secs(90)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.interval_for(Duration::from_secs(300)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.interval_for(Duration::from_secs(6)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            c.interval_for(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
     }
 }

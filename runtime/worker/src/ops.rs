@@ -51,7 +51,11 @@ async fn readyz(State(s): State<OpsState>) -> Response {
     } else if s.status.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no successful poll\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no successful poll\n",
+        )
+            .into_response()
     }
 }
 
@@ -79,7 +83,9 @@ async fn queue(State(s): State<OpsState>) -> Response {
             tracing::warn!(error = %e, "work.stats failed");
             (
                 StatusCode::BAD_GATEWAY,
-                axum::Json(serde_json::json!({"error": "work.stats unavailable", "status": e.status()})),
+                axum::Json(
+                    serde_json::json!({"error": "work.stats unavailable", "status": e.status()}),
+                ),
             )
                 .into_response()
         }

@@ -564,9 +564,13 @@ mod tests {
         .unwrap();
         assert_eq!(w.state, Some(WorkState::Unknown));
         assert_eq!(w.data.session_id(), Some("sesn_1"));
-        let hc: Work = serde_json::from_value(json!({"id": "work_2", "data": {"id": "h"}})).unwrap();
+        let hc: Work =
+            serde_json::from_value(json!({"id": "work_2", "data": {"id": "h"}})).unwrap();
         assert_eq!(hc.data.session_id(), None);
-        let hc: Work = serde_json::from_value(json!({"id": "work_2", "data": {"type": "healthcheck", "id": "h"}})).unwrap();
+        let hc: Work = serde_json::from_value(
+            json!({"id": "work_2", "data": {"type": "healthcheck", "id": "h"}}),
+        )
+        .unwrap();
         assert_eq!(hc.data.session_id(), None);
     }
 
@@ -596,7 +600,11 @@ mod tests {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sessions_token":5}"#),
             &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("not json"),
         ] {
-            assert_eq!(WorkSecret::decode(&Secret::new(bad)).sessions_token, None, "{bad}");
+            assert_eq!(
+                WorkSecret::decode(&Secret::new(bad)).sessions_token,
+                None,
+                "{bad}"
+            );
         }
     }
 
@@ -614,7 +622,10 @@ mod tests {
 
     #[test]
     fn stop_request_bodies() {
-        assert_eq!(serde_json::to_string(&StopRequest::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&StopRequest::default()).unwrap(),
+            "{}"
+        );
         assert_eq!(
             serde_json::to_string(&StopRequest { force: Some(true) }).unwrap(),
             r#"{"force":true}"#
@@ -665,7 +676,10 @@ mod tests {
         assert_eq!(perm(json!("deny")), Permission::Deny);
         assert_eq!(perm(json!("maybe")), Permission::Ask);
 
-        let c = SessionEvent::parse(r#"{"type":"user.tool_confirmation","id":"x","tool_use_id":"a","result":"weird"}"#).unwrap();
+        let c = SessionEvent::parse(
+            r#"{"type":"user.tool_confirmation","id":"x","tool_use_id":"a","result":"weird"}"#,
+        )
+        .unwrap();
         assert_eq!(
             c.body,
             EventBody::Confirmation {
@@ -675,20 +689,30 @@ mod tests {
         );
         assert!(c.is_idle_neutral());
 
-        let idle = |r: Value| SessionEvent::from_value(&json!({"type":"session.status_idle","stop_reason":r})).unwrap();
+        let idle = |r: Value| {
+            SessionEvent::from_value(&json!({"type":"session.status_idle","stop_reason":r}))
+                .unwrap()
+        };
         assert!(idle(json!({"type": "end_turn"})).ends_turn());
         assert!(idle(json!({"type": "brand_new"})).ends_turn());
         assert!(!idle(json!({"type": "requires_action", "event_ids": ["a"]})).ends_turn());
 
         assert_eq!(
-            SessionEvent::parse(r#"{"type":"session.deleted"}"#).unwrap().body,
+            SessionEvent::parse(r#"{"type":"session.deleted"}"#)
+                .unwrap()
+                .body,
             EventBody::Terminated
         );
         assert_eq!(
-            SessionEvent::parse(r#"{"type":"agent.message","content":[]}"#).unwrap().body,
+            SessionEvent::parse(r#"{"type":"agent.message","content":[]}"#)
+                .unwrap()
+                .body,
             EventBody::Other
         );
-        assert!(matches!(SessionEvent::parse("{not json"), Err(EventError::NotJson(_))));
+        assert!(matches!(
+            SessionEvent::parse("{not json"),
+            Err(EventError::NotJson(_))
+        ));
         assert_eq!(SessionEvent::parse("[1]"), Err(EventError::NoType));
         assert!(matches!(
             SessionEvent::parse(r#"{"type":"agent.tool_use","id":"x"}"#),

@@ -227,7 +227,17 @@ struct Computed {
 struct InFlight {
     job: Job,
     computed: Option<Computed>,
-    handle: JoinHandle<PhaseDone>,
+    handle: AbortOnDrop<PhaseDone>,
+}
+
+/// A task handle that aborts its task when dropped, so no tool call or post outlives the
+/// runner (or the worker) that started it, even if that future is itself dropped.
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The idle countdown (SDK `_IdleClock`).
@@ -337,7 +347,9 @@ pub fn normalize_content(result: &ToolResult) -> Vec<Value> {
         let kind = block.get("type").and_then(Value::as_str);
         match kind {
             Some("text") => match block.get("text").and_then(Value::as_str) {
-                Some(t) if !t.is_empty() => out.push(serde_json::json!({"type": "text", "text": t})),
+                Some(t) if !t.is_empty() => {
+                    out.push(serde_json::json!({"type": "text", "text": t}))
+                }
                 _ => out.push(no_output()),
             },
             Some("image" | "document" | "search_result") if !result.is_error => {
@@ -446,7 +458,7 @@ impl<S: SandboxSession> Runner<S> {
         let idle_at = self.idle_deadline();
         let cancel = self.ctx.cancel.clone();
         let drain = self.ctx.drain.clone();
-        let job = self.in_flight.as_mut().map(|f| &mut f.handle);
+        let job = self.in_flight.as_mut().map(|f| &mut f.handle.0);
         tokio::select! {
             biased;
             () = cancel.cancelled() => Wake::Cancel,
@@ -498,7 +510,10 @@ impl<S: SandboxSession> Runner<S> {
                                 self.start_next();
                             }
                             Wake::Event(None) => {
-                                tracing::warn!(backoff_ms = backoff.as_millis() as u64, "stream closed; reconnecting");
+                                tracing::warn!(
+                                    backoff_ms = backoff.as_millis() as u64,
+                                    "stream closed; reconnecting"
+                                );
                                 break;
                             }
                             Wake::Event(Some(Err(StreamError::Malformed { name, error }))) => {
@@ -551,7 +566,7 @@ impl<S: SandboxSession> Runner<S> {
         }
         while self.in_flight.is_some() {
             let cancel = self.ctx.cancel.clone();
-            let job = self.in_flight.as_mut().map(|f| &mut f.handle);
+            let job = self.in_flight.as_mut().map(|f| &mut f.handle.0);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return self.abort_in_flight().await,
@@ -562,10 +577,10 @@ impl<S: SandboxSession> Runner<S> {
     }
 
     async fn abort_in_flight(&mut self) -> RunEnd {
-        if let Some(f) = self.in_flight.take() {
-            f.handle.abort();
+        if let Some(mut f) = self.in_flight.take() {
+            f.handle.0.abort();
             // Wait until the task is gone so nothing of it outlives the runner.
-            let _ = f.handle.await;
+            let _ = (&mut f.handle.0).await;
             tracing::info!(tool = %f.job.ev.name, tool_use_id = %f.job.ev.id, "tool call aborted; posting nothing");
             self.finish_job(
                 &f.job,
@@ -787,7 +802,9 @@ impl<S: SandboxSession> Runner<S> {
             return;
         }
         tracing::info!(tool = %ev.name, tool_use_id = %ev.id, "tool call denied; not executing");
-        self.ctx.metrics.tool_call(&ev.name, ToolOutcome::Denied.as_str());
+        self.ctx
+            .metrics
+            .tool_call(&ev.name, ToolOutcome::Denied.as_str());
         self.report(ToolReport {
             tool_use_id: ev.id.clone(),
             name: ev.name.clone(),
@@ -800,7 +817,10 @@ impl<S: SandboxSession> Runner<S> {
     }
 
     fn enqueue(&mut self, ev: ToolUse, gated: bool) {
-        let busy = self.in_flight.as_ref().is_some_and(|f| f.job.ev.id == ev.id);
+        let busy = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.job.ev.id == ev.id);
         if self.answered.contains(&ev.id) || self.queued.contains(&ev.id) || busy {
             if gated {
                 self.release_hold(&ev);
@@ -813,7 +833,10 @@ impl<S: SandboxSession> Runner<S> {
 
     /// Starts the next queued call if none is running.
     fn start_next(&mut self) {
-        if self.in_flight.is_some() || self.ctx.drain.is_cancelled() || self.ctx.cancel.is_cancelled() {
+        if self.in_flight.is_some()
+            || self.ctx.drain.is_cancelled()
+            || self.ctx.cancel.is_cancelled()
+        {
             return;
         }
         while let Some(job) = self.queue.pop_front() {
@@ -844,7 +867,7 @@ impl<S: SandboxSession> Runner<S> {
         }
     }
 
-    fn spawn_exec(&self, job: &Job) -> JoinHandle<PhaseDone> {
+    fn spawn_exec(&self, job: &Job) -> AbortOnDrop<PhaseDone> {
         let sandbox = Arc::clone(&self.ctx.sandbox);
         let call = ToolCall {
             id: job.ev.id.clone(),
@@ -853,7 +876,7 @@ impl<S: SandboxSession> Runner<S> {
         };
         let timeout = self.ctx.config.tool_timeout;
         let span = tracing::info_span!("tool", tool = %call.name, tool_use_id = %call.id);
-        tokio::spawn(
+        AbortOnDrop(tokio::spawn(
             async move {
                 tracing::info!("executing tool");
                 let start = Instant::now();
@@ -866,10 +889,10 @@ impl<S: SandboxSession> Runner<S> {
                 })
             }
             .instrument(span),
-        )
+        ))
     }
 
-    fn spawn_post(&self, job: &Job, event: OutgoingEvent) -> JoinHandle<PhaseDone> {
+    fn spawn_post(&self, job: &Job, event: OutgoingEvent) -> AbortOnDrop<PhaseDone> {
         let span = tracing::info_span!("tool", tool = %job.ev.name, tool_use_id = %job.ev.id);
         let fut = post_with_window(
             self.ctx.client.clone(),
@@ -878,7 +901,9 @@ impl<S: SandboxSession> Runner<S> {
             Arc::clone(&self.ctx.send_window),
             self.ctx.cancel.clone(),
         );
-        tokio::spawn(async move { PhaseDone::Post(fut.await) }.instrument(span))
+        AbortOnDrop(tokio::spawn(
+            async move { PhaseDone::Post(fut.await) }.instrument(span),
+        ))
     }
 
     fn on_job(&mut self, r: Result<PhaseDone, JoinError>) {
@@ -904,7 +929,10 @@ impl<S: SandboxSession> Runner<S> {
         let name = job.ev.name.clone();
         let (result, outcome) = match done.result {
             None => {
-                tracing::warn!(timeout_s = self.ctx.config.tool_timeout.as_secs_f64(), "tool timed out");
+                tracing::warn!(
+                    timeout_s = self.ctx.config.tool_timeout.as_secs_f64(),
+                    "tool timed out"
+                );
                 (
                     ToolResult::text(format!("tool '{name}' timed out"), true),
                     ToolOutcome::Timeout,
@@ -926,7 +954,9 @@ impl<S: SandboxSession> Runner<S> {
                 (r, o)
             }
         };
-        self.ctx.metrics.tool_time(&name, done.duration.as_secs_f64());
+        self.ctx
+            .metrics
+            .tool_time(&name, done.duration.as_secs_f64());
         let event = OutgoingEvent::ToolResult {
             tool_use_id: job.ev.id.clone(),
             is_error: result.is_error,
@@ -940,16 +970,34 @@ impl<S: SandboxSession> Runner<S> {
         };
         if self.in_terminated_thread(&job.ev) {
             tracing::info!(tool = %name, tool_use_id = %job.ev.id, "thread terminated; not posting the result");
-            self.finish_job(&job, outcome, Some(computed.result), false, computed.duration);
+            self.finish_job(
+                &job,
+                outcome,
+                Some(computed.result),
+                false,
+                computed.duration,
+            );
             return;
         }
         if self.answered.contains(&job.ev.id) {
             tracing::info!(tool_use_id = %job.ev.id, "call already answered elsewhere; not posting");
-            self.finish_job(&job, outcome, Some(computed.result), false, computed.duration);
+            self.finish_job(
+                &job,
+                outcome,
+                Some(computed.result),
+                false,
+                computed.duration,
+            );
             return;
         }
         if self.ctx.cancel.is_cancelled() {
-            self.finish_job(&job, ToolOutcome::Cancelled, Some(computed.result), false, computed.duration);
+            self.finish_job(
+                &job,
+                ToolOutcome::Cancelled,
+                Some(computed.result),
+                false,
+                computed.duration,
+            );
             return;
         }
         let handle = self.spawn_post(&job, event);
@@ -984,7 +1032,13 @@ impl<S: SandboxSession> Runner<S> {
             }
             PostOutcome::Cancelled => (ToolOutcome::Cancelled, false),
         };
-        self.finish_job(&job, label, Some(computed.result), posted, computed.duration);
+        self.finish_job(
+            &job,
+            label,
+            Some(computed.result),
+            posted,
+            computed.duration,
+        );
     }
 
     fn finish_job(
@@ -1024,8 +1078,12 @@ mod tests {
 
     #[test]
     fn normalization() {
-        let n = |content: Vec<Value>, is_error| normalize_content(&ToolResult { content, is_error });
-        assert_eq!(n(vec![], false), vec![json!({"type":"text","text":"(no output)"})]);
+        let n =
+            |content: Vec<Value>, is_error| normalize_content(&ToolResult { content, is_error });
+        assert_eq!(
+            n(vec![], false),
+            vec![json!({"type":"text","text":"(no output)"})]
+        );
         assert_eq!(
             n(vec![json!({"type":"text","text":""})], false),
             vec![json!({"type":"text","text":"(no output)"})]

@@ -10,42 +10,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The six sandbox tools this worker owns, by exact name, in reference order. Any other name
-/// (`web_fetch`, `web_search`, custom tools) belongs to someone else: the worker posts nothing.
-pub const SANDBOX_TOOLS: [&str; 6] = ["bash", "read", "write", "edit", "glob", "grep"];
-
-/// One tool call as received (`agent.tool_use`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The `agent.tool_use` event id.
-    pub id: String,
-    /// Tool name.
-    pub name: String,
-    /// Tool input object.
-    pub input: Value,
-}
-
-/// The content posted back as `user.tool_result`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolResult {
-    /// Content blocks.
-    pub content: Vec<Value>,
-    /// Whether this is an error result (text blocks only).
-    pub is_error: bool,
-}
-
-impl ToolResult {
-    /// A single-text-block result.
-    pub fn text(text: impl Into<String>, is_error: bool) -> ToolResult {
-        ToolResult {
-            content: vec![serde_json::json!({"type": "text", "text": text.into()})],
-            is_error,
-        }
-    }
-}
+pub use wasm_sandbox_runtime::{SANDBOX_TOOLS, ToolCall, ToolResult};
 
 /// What a new sandbox is made from.
 #[derive(Clone, Debug)]
@@ -150,12 +117,18 @@ pub mod testing {
 
         /// Ids of calls whose future was dropped before finishing.
         pub fn abandoned(&self) -> Vec<String> {
-            self.record.lock().map(|r| r.abandoned.clone()).unwrap_or_default()
+            self.record
+                .lock()
+                .map(|r| r.abandoned.clone())
+                .unwrap_or_default()
         }
 
         /// Session ids whose sandbox was closed.
         pub fn closed(&self) -> Vec<String> {
-            self.record.lock().map(|r| r.closed.clone()).unwrap_or_default()
+            self.record
+                .lock()
+                .map(|r| r.closed.clone())
+                .unwrap_or_default()
         }
 
         /// Snapshot of the calls seen, as `(session_id, tool name, id)`.
@@ -228,7 +201,12 @@ pub mod testing {
                     permit.forget();
                 }
             }
-            let scripted = self.provider.script.lock().ok().and_then(|mut s| s.pop_front());
+            let scripted = self
+                .provider
+                .script
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pop_front());
             guard.done = true;
             Some(scripted.unwrap_or_else(|| {
                 ToolResult::text(format!("{}:{}", call.name, call.input), false)

@@ -294,11 +294,12 @@ pub fn scrub_environment_key() {
     }
 }
 
-/// Installs the `tracing` subscriber (stderr, `RUST_LOG` filter, default `info`). Does nothing
-/// if one is already installed.
-pub fn init_logging(format: LogFormat) {
+/// Installs the `tracing` subscriber (stderr, `RUST_LOG` filter, else `default_level`). Does
+/// nothing if one is already installed.
+pub fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -322,7 +323,9 @@ pub fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<tokio::task
             }
             count += 1;
             if count == 1 {
-                tracing::warn!("shutdown signal: draining (finishing running tool calls); signal again to force");
+                tracing::warn!(
+                    "shutdown signal: draining (finishing running tool calls); signal again to force"
+                );
                 shutdown.drain();
             } else {
                 tracing::warn!("second shutdown signal: forcing");
@@ -370,13 +373,18 @@ pub async fn run_worker<P: SandboxProvider>(
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
     scrub_environment_key();
-    init_logging(settings.log_format);
+    // The local demo prints its own account of the session; keep the log to warnings.
+    init_logging(
+        settings.log_format,
+        if settings.local { "warn" } else { "info" },
+    );
     if settings.local {
         return crate::serve::local::run(settings).await;
     }
-    let (Some(environment_id), Some(key)) =
-        (settings.environment_id.clone(), settings.environment_key.clone())
-    else {
+    let (Some(environment_id), Some(key)) = (
+        settings.environment_id.clone(),
+        settings.environment_key.clone(),
+    ) else {
         anyhow::bail!("--environment-id and --environment-key are required");
     };
     let provider = CoreProvider::from_config(settings.runtime.clone())?;
@@ -391,17 +399,152 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub mod local {
     //! `serve --local`: the whole job in one command, without credentials.
     //!
-    //! TODO(fake-control-plane): wire the embedded fake control plane
-    //! (`wasm-sandbox-fake-control-plane`) once its public API exists: start it on loopback,
-    //! mint an environment and key, enqueue the sample session from `examples/sessions/`, run
-    //! the worker with `exit_after_items = 1`, and print each tool call, its result and the
-    //! session cold-start time.
+    //! Starts the fake control plane (`wasm-sandbox-fake-control-plane`) embedded on loopback,
+    //! enqueues a sample session (`--local-session FILE`, else
+    //! `examples/sessions/all-tools.json` from the current directory, else a built-in copy of
+    //! it), serves it with the real sandbox, and prints the session cold-start time and each
+    //! tool call with its result. Exits once the item is done; fails if the scenario's
+    //! expectations did not hold.
 
-    use super::Settings;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use wasm_sandbox_fake_control_plane::{FakeConfig, FakeControlPlane, Scenario};
+
+    use super::{Settings, install_signal_handlers, run_worker};
+    use crate::core_adapter::CoreProvider;
+    use crate::runner::ToolOutcome;
+    use crate::secret::Secret;
+    use crate::worker::{Shutdown, WorkerEvent};
+
+    const BUILTIN_SCENARIO: &str = include_str!("../../../examples/sessions/all-tools.json");
+
+    fn excerpt(text: &str, max: usize) -> String {
+        let one_line = text.trim_end().replace('\n', "\n       ");
+        if one_line.chars().count() > max {
+            format!("{}…", one_line.chars().take(max).collect::<String>())
+        } else {
+            one_line
+        }
+    }
+
+    fn print_event(ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Claimed {
+                work_id,
+                session_id,
+            } => println!(
+                "claimed  {work_id} (session {})",
+                session_id.as_deref().unwrap_or("-")
+            ),
+            WorkerEvent::SessionReady { cold_start, .. } => println!(
+                "sandbox  ready; session cold start {:.1} ms",
+                cold_start.as_secs_f64() * 1000.0
+            ),
+            WorkerEvent::Tool { report, .. } => {
+                println!("tool  -> {} {}", report.name, report.input);
+                match (&report.outcome, &report.result) {
+                    (ToolOutcome::Denied, _) => println!("      <- denied; nothing posted"),
+                    (_, Some(r)) => {
+                        let text: String = r
+                            .content
+                            .iter()
+                            .map(|b| match b.get("text").and_then(Value::as_str) {
+                                Some(t) => t.to_owned(),
+                                None => format!(
+                                    "[{} block]",
+                                    b.get("type").and_then(Value::as_str).unwrap_or("?")
+                                ),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        println!(
+                            "      <- {}{} in {:.1} ms{}: {}",
+                            if r.is_error { "error" } else { "ok" },
+                            if report.posted {
+                                ", posted"
+                            } else {
+                                ", not posted"
+                            },
+                            report.duration.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+                            match report.outcome {
+                                ToolOutcome::Timeout => " (timed out)",
+                                _ => "",
+                            },
+                            excerpt(&text, 400)
+                        );
+                    }
+                    (outcome, None) => println!("      <- {}", outcome.as_str()),
+                }
+            }
+            WorkerEvent::ItemDone {
+                run_end, stop_sent, ..
+            } => println!(
+                "done     session ended ({}); item {}",
+                run_end.map_or("not run", |e| e.as_str()),
+                if stop_sent { "stopped" } else { "not stopped" }
+            ),
+        }
+    }
 
     /// Runs the local demo.
-    pub async fn run(_settings: Settings) -> anyhow::Result<()> {
-        anyhow::bail!("--local is not wired yet: the embedded fake control plane is still being built")
+    pub async fn run(settings: Settings) -> anyhow::Result<()> {
+        let scenario = match &settings.local_session {
+            Some(path) => Scenario::load(path)?,
+            None if Path::new("examples/sessions/all-tools.json").exists() => {
+                Scenario::load("examples/sessions/all-tools.json")?
+            }
+            None => Scenario::from_json(BUILTIN_SCENARIO)?,
+        };
+        let provider = CoreProvider::from_config(settings.runtime.clone())?;
+        let fake = FakeControlPlane::start(FakeConfig::default()).await?;
+        println!("control plane (fake, embedded) at {}", fake.url());
+        let (work_id, session_id) = fake.enqueue_session(scenario);
+        println!("enqueued {work_id} for session {session_id}");
+
+        let own_workdir = settings.workdir == Path::new(".");
+        let workdir = if own_workdir {
+            std::env::temp_dir().join(format!("wasm-sandbox-local-{}", std::process::id()))
+        } else {
+            settings.workdir.clone()
+        };
+        let mut config = settings.worker_config(
+            fake.url(),
+            &fake.environment_id(),
+            Secret::new(fake.environment_key()),
+        );
+        config.workdir = workdir.clone();
+        config.exit_after_items = Some(1);
+        config.poll.empty_sleep_min = Duration::from_millis(50);
+        config.poll.empty_sleep_max = Duration::from_millis(100);
+        if !settings.max_idle_explicit {
+            config.runner.max_idle = Some(Duration::from_secs(1));
+        }
+        let shutdown = Shutdown::new();
+        let signals = install_signal_handlers(shutdown.clone())?;
+        let result = run_worker(
+            config,
+            provider,
+            settings.ops_listen,
+            shutdown,
+            Some(Arc::new(print_event)),
+        )
+        .await;
+        signals.abort();
+        if own_workdir {
+            let _ = std::fs::remove_dir_all(&workdir);
+        }
+        let report = fake.scenario_report(&session_id);
+        fake.shutdown().await;
+        result?;
+        if report.is_ok() {
+            println!("scenario passed");
+            Ok(())
+        } else {
+            anyhow::bail!("scenario expectations failed: {:?}", report.failures)
+        }
     }
 }
 
@@ -469,7 +612,14 @@ mod tests {
         assert_eq!(s.workdir, PathBuf::from("/srv"));
         assert_eq!(s.max_idle, None);
         assert!(!format!("{s:?}").contains("FLAG"));
-        let cli = Cli::try_parse_from(["x", "--config", path.to_str().unwrap(), "--environment-key", "k"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--config",
+            path.to_str().unwrap(),
+            "--environment-key",
+            "k",
+        ])
+        .unwrap();
         let s = Settings::resolve(cli.serve).unwrap();
         assert_eq!(s.max_idle, Some(Duration::from_secs(120)));
         assert_eq!(s.concurrency, 3);

@@ -39,7 +39,7 @@ use crate::client::{Api, ClientTimeouts, EnvironmentClient, ItemClient};
 use crate::lease::{HeartbeatConfig, Lease, LeaseEnd, heartbeat_loop};
 use crate::metrics::Metrics;
 use crate::proto::{POLL_BLOCK_MS_MAX, Work, WorkSecret};
-use crate::runner::{RunEnd, RunnerConfig, RunnerContext, ToolReport, run_session};
+use crate::runner::{AbortOnDrop, RunEnd, RunnerConfig, RunnerContext, ToolReport, run_session};
 use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec};
 use crate::secret::Secret;
 
@@ -73,13 +73,14 @@ impl PollConfig {
             .backoff_unit
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.backoff_cap);
-        base + self
-            .backoff_unit
-            .mul_f64(rand::thread_rng().r#gen::<f64>())
+        base + self.backoff_unit.mul_f64(rand::thread_rng().r#gen::<f64>())
     }
 
     fn empty_sleep(&self) -> Duration {
-        let (lo, hi) = (self.empty_sleep_min, self.empty_sleep_max.max(self.empty_sleep_min));
+        let (lo, hi) = (
+            self.empty_sleep_min,
+            self.empty_sleep_max.max(self.empty_sleep_min),
+        );
         lo + (hi - lo).mul_f64(rand::thread_rng().r#gen::<f64>())
     }
 }
@@ -328,9 +329,16 @@ fn remove_session_dir(root: &Path) -> std::io::Result<()> {
 
 impl<P: SandboxProvider> Worker<P> {
     /// Builds a worker.
-    pub fn new(config: WorkerConfig, provider: P, metrics: Arc<Metrics>) -> anyhow::Result<Worker<P>> {
+    pub fn new(
+        config: WorkerConfig,
+        provider: P,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Worker<P>> {
         anyhow::ensure!(!config.environment_id.is_empty(), "environment id is empty");
-        anyhow::ensure!(!config.environment_key.is_empty(), "environment key is empty");
+        anyhow::ensure!(
+            !config.environment_key.is_empty(),
+            "environment key is empty"
+        );
         anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
         let api = Api::new(&config.base_url, config.client.clone())?;
         let env = api.environment(&config.environment_id, config.environment_key.clone());
@@ -432,7 +440,9 @@ impl<P: SandboxProvider> Worker<P> {
                             idle_since = Some(Instant::now());
                             tracing::info!("idle; polling for work");
                         }
-                        Some(t) => tracing::debug!(idle_s = t.elapsed().as_secs(), "poll returned no work"),
+                        Some(t) => {
+                            tracing::debug!(idle_s = t.elapsed().as_secs(), "poll returned no work")
+                        }
                     }
                     drop(permit);
                     if sleep_or(&shutdown.drain, cfg.poll.empty_sleep()).await {
@@ -470,9 +480,11 @@ impl<P: SandboxProvider> Worker<P> {
                     continue;
                 }
             }
-            shared
-                .metrics
-                .claim(if session_id.is_some() { "session" } else { "other" });
+            shared.metrics.claim(if session_id.is_some() {
+                "session"
+            } else {
+                "other"
+            });
             shared.emit(WorkerEvent::Claimed {
                 work_id: work.id.clone(),
                 session_id: session_id.clone(),
@@ -495,7 +507,11 @@ impl<P: SandboxProvider> Worker<P> {
         }
         shared.status.draining.store(true, Ordering::Relaxed);
         if !tasks.is_empty() {
-            tracing::info!(sessions = tasks.len(), "draining: waiting for running sessions");
+            tracing::info!(
+                sessions = tasks.len(),
+                draining = shutdown.drain.is_cancelled(),
+                "no longer polling; waiting for running sessions"
+            );
         }
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -536,9 +552,14 @@ async fn handle_item<P: SandboxProvider>(
 ) {
     let cfg = &shared.config;
     // The per-item credential: the sessions token from the secret, else the environment key.
-    let token = work.secret.as_ref().and_then(|s| WorkSecret::decode(s).sessions_token);
+    let token = work
+        .secret
+        .as_ref()
+        .and_then(|s| WorkSecret::decode(s).sessions_token);
     if work.secret.as_ref().is_some_and(|s| !s.is_empty()) && token.is_none() {
-        tracing::warn!("work item carried a secret but no sessions token could be extracted; using the environment key");
+        tracing::warn!(
+            "work item carried a secret but no sessions token could be extracted; using the environment key"
+        );
     }
     let credential = token.unwrap_or_else(|| cfg.environment_key.clone());
     let session_id = work.data.session_id().map(str::to_owned);
@@ -549,8 +570,12 @@ async fn handle_item<P: SandboxProvider>(
         credential,
     );
     let Some(session_id) = session_id else {
-        tracing::info!(kind = work.data.kind.as_deref().unwrap_or(""), "skipping a non-session work item; force-stopping it");
-        let stop_sent = stop_item(&item, cfg.forced_stop_timeout.max(Duration::from_secs(10))).await;
+        tracing::info!(
+            kind = work.data.kind.as_deref().unwrap_or(""),
+            "skipping a non-session work item; force-stopping it"
+        );
+        let stop_sent =
+            stop_item(&item, cfg.forced_stop_timeout.max(Duration::from_secs(10))).await;
         shared.emit(WorkerEvent::ItemDone {
             work_id: work.id.clone(),
             session_id: None,
@@ -567,13 +592,13 @@ async fn handle_item<P: SandboxProvider>(
     // Cancelled by a forced shutdown, or when the lease ends for a reason other than the run
     // finishing.
     let cancel = shutdown.force.child_token();
-    let heartbeat = {
+    let mut heartbeat = {
         let item = item.clone();
         let lease = Arc::clone(&lease);
         let cancel = cancel.clone();
         let hb_cfg = cfg.heartbeat.clone();
         let metrics = Arc::clone(&shared.metrics);
-        tokio::spawn(
+        AbortOnDrop(tokio::spawn(
             async move {
                 heartbeat_loop(&item, &lease, &hb_cfg, &metrics).await;
                 if lease.end_reason() != Some(LeaseEnd::RunnerDone) {
@@ -581,18 +606,31 @@ async fn handle_item<P: SandboxProvider>(
                 }
             }
             .in_current_span(),
-        )
+        ))
     };
 
-    let run_end = serve_session(shared, &work, &session_id, &item, &lease, &cancel, shutdown, claimed_at).await;
+    let run_end = serve_session(
+        shared,
+        &work,
+        &session_id,
+        &item,
+        &lease,
+        &cancel,
+        shutdown,
+        claimed_at,
+    )
+    .await;
 
     lease.finish(LeaseEnd::RunnerDone);
-    if let Err(e) = heartbeat.await {
+    if let Err(e) = (&mut heartbeat.0).await {
         tracing::error!(error = %e, "heartbeat task failed");
     }
     let lease_end = lease.end_reason();
     let stop_sent = if lease.lost() {
-        tracing::info!(lease_end = lease_end.map(LeaseEnd::as_str), "lease lost; released the item without stopping it");
+        tracing::info!(
+            lease_end = lease_end.map(LeaseEnd::as_str),
+            "lease lost; released the item without stopping it"
+        );
         false
     } else {
         let bound = if shutdown.force.is_cancelled() {
@@ -626,13 +664,19 @@ async fn stop_item(item: &ItemClient, bound: Duration) -> bool {
             false
         }
         Err(_) => {
-            tracing::error!(bound_s = bound.as_secs_f64(), "force-stop on exit timed out");
+            tracing::error!(
+                bound_s = bound.as_secs_f64(),
+                "force-stop on exit timed out"
+            );
             false
         }
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site; the arguments are the item's context")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the item's context"
+)]
 async fn serve_session<P: SandboxProvider>(
     shared: &Arc<Shared<P>>,
     work: &Work,
@@ -661,22 +705,25 @@ async fn serve_session<P: SandboxProvider>(
         return None;
     }
     if session.has_memory_store() {
-        tracing::warn!("the session has memory stores attached; this worker does not mount them yet");
+        tracing::warn!(
+            "the session has memory stores attached; this worker does not mount them yet"
+        );
     }
 
     let workdir = cfg.workdir.clone();
     let work_id = work.id.clone();
-    let root = match tokio::task::spawn_blocking(move || prepare_session_dir(&workdir, &work_id)).await {
-        Ok(Ok(root)) => root,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "could not prepare the session directory");
-            return None;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "session directory task failed");
-            return None;
-        }
-    };
+    let root =
+        match tokio::task::spawn_blocking(move || prepare_session_dir(&workdir, &work_id)).await {
+            Ok(Ok(root)) => root,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not prepare the session directory");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session directory task failed");
+                return None;
+            }
+        };
     let spec = SandboxSpec {
         session_id: session_id.to_owned(),
         work_id: work.id.clone(),
@@ -700,8 +747,14 @@ async fn serve_session<P: SandboxProvider>(
         }
     };
     let cold_start = claimed_at.elapsed();
-    shared.metrics.session_cold_start.observe(cold_start.as_secs_f64());
-    tracing::info!(cold_start_ms = cold_start.as_secs_f64() * 1000.0, "sandbox ready");
+    shared
+        .metrics
+        .session_cold_start
+        .observe(cold_start.as_secs_f64());
+    tracing::info!(
+        cold_start_ms = cold_start.as_secs_f64() * 1000.0,
+        "sandbox ready"
+    );
     shared.emit(WorkerEvent::SessionReady {
         work_id: work.id.clone(),
         session_id: session_id.to_owned(),
@@ -760,7 +813,16 @@ mod tests {
 
     #[test]
     fn unsafe_ids_are_refused() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\0b", "a b", &"x".repeat(200)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\0b",
+            "a b",
+            &"x".repeat(200),
+        ] {
             assert!(safe_component(bad).is_none(), "{bad:?}");
         }
         assert_eq!(safe_component("work_01ABC-x.y"), Some("work_01ABC-x.y"));
@@ -799,7 +861,10 @@ mod tests {
         for n in 1..30 {
             let d = p.backoff(n);
             assert!(d <= Duration::from_secs(61), "{n}: {d:?}");
-            assert!(d >= Duration::from_secs(2).min(Duration::from_secs(1 << n.min(5))), "{n}: {d:?}");
+            assert!(
+                d >= Duration::from_secs(2).min(Duration::from_secs(1 << n.min(5))),
+                "{n}: {d:?}"
+            );
         }
         for _ in 0..50 {
             let s = p.empty_sleep();

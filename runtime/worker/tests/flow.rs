@@ -80,7 +80,7 @@ struct Plane {
     base: String,
 }
 
-fn error_body(status: u16, code: &str) -> Value {
+fn error_body(code: &str) -> Value {
     json!({"type": "error", "error": {"type": "invalid_request_error", "message": "nope",
            "details": {"error_code": code}}, "request_id": "req_1"})
 }
@@ -124,7 +124,8 @@ impl Plane {
     }
 
     fn enqueue(&self, work_id: &str, data: Value, with_secret: bool) {
-        let secret = with_secret.then(|| WorkSecret::encode(&token_for(work_id)).expose().to_owned());
+        let secret =
+            with_secret.then(|| WorkSecret::encode(&token_for(work_id)).expose().to_owned());
         self.with(|st| {
             st.queue.push_back(json!({
                 "type": "work", "id": work_id, "environment_id": ENV_ID, "data": data,
@@ -161,7 +162,10 @@ impl Plane {
     fn emit_to(&self, session: &str, ev: Value) -> String {
         self.with(|st| {
             let ev = Plane::stamp(st, ev);
-            st.history.entry(session.to_owned()).or_default().push(ev.clone());
+            st.history
+                .entry(session.to_owned())
+                .or_default()
+                .push(ev.clone());
             Plane::broadcast(st, session, &ev);
             ev["id"].as_str().unwrap().to_owned()
         })
@@ -171,7 +175,13 @@ impl Plane {
         self.emit_to("sesn_1", ev)
     }
 
-    fn tool_use_to(&self, session: &str, name: &str, input: Value, permission: Option<&str>) -> String {
+    fn tool_use_to(
+        &self,
+        session: &str,
+        name: &str,
+        input: Value,
+        permission: Option<&str>,
+    ) -> String {
         let mut ev = json!({"type": "agent.tool_use", "name": name, "input": input,
                             "evaluation": {"type": "always_allow"}});
         if let Some(p) = permission {
@@ -202,7 +212,10 @@ impl Plane {
                 .into_iter()
                 .map(|ev| {
                     let ev = Plane::stamp(st, ev);
-                    st.history.entry("sesn_1".into()).or_default().push(ev.clone());
+                    st.history
+                        .entry("sesn_1".into())
+                        .or_default()
+                        .push(ev.clone());
                     ev["id"].as_str().unwrap().to_owned()
                 })
                 .collect()
@@ -251,7 +264,10 @@ impl Plane {
         self.requests("POST", "/events")
             .iter()
             .filter(|r| {
-                r.body.as_ref().and_then(|b| b["events"][0]["tool_use_id"].as_str()) == Some(id)
+                r.body
+                    .as_ref()
+                    .and_then(|b| b["events"][0]["tool_use_id"].as_str())
+                    == Some(id)
             })
             .count()
     }
@@ -264,7 +280,12 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let req = Req {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -286,7 +307,7 @@ async fn handle(
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["v1", "environments", _, "work", "poll"]) => {
             if let Some(code) = plane.with(|st| st.poll_fail.pop_front()) {
-                return json_resp(code, error_body(code, "x"));
+                return json_resp(code, error_body("x"));
             }
             let item = plane.with(|st| st.queue.pop_front());
             match item {
@@ -316,7 +337,7 @@ async fn handle(
                             "current_state": {"state": "active", "ttl_seconds": 3,
                                               "last_heartbeat": "other", "lease_extended": false}}}}),
                 ),
-                (Some(Hb::Status(code)), _) => json_resp(code, error_body(code, "x")),
+                (Some(Hb::Status(code)), _) => json_resp(code, error_body("x")),
                 (reply, n) => {
                     let (state, extended) = match reply {
                         Some(Hb::Ok { state, extended }) => (state, extended),
@@ -331,10 +352,15 @@ async fn handle(
                 }
             }
         }
-        ("POST", ["v1", "environments", _, "work", _, "stop"]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST", ["v1", "environments", _, "work", _, "stop"]) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         ("GET", ["v1", "sessions", sid]) => {
             let status = plane.with(|st| st.session_status.clone());
-            json_resp(200, json!({"id": sid, "type": "session", "status": status, "resources": [], "metadata": {}}))
+            json_resp(
+                200,
+                json!({"id": sid, "type": "session", "status": status, "resources": [], "metadata": {}}),
+            )
         }
         ("GET", ["v1", "sessions", sid, "events"]) => {
             let data = plane.with(|st| st.history.get(*sid).cloned().unwrap_or_default());
@@ -348,9 +374,10 @@ async fn handle(
             });
             let stream = futures::stream::unfold(rx, |mut rx| async move {
                 match rx.recv().await {
-                    Some(Frame::Event(name, data)) => {
-                        Some((Ok::<_, Infallible>(Event::default().event(name).data(data)), rx))
-                    }
+                    Some(Frame::Event(name, data)) => Some((
+                        Ok::<_, Infallible>(Event::default().event(name).data(data)),
+                        rx,
+                    )),
                     Some(Frame::Unnamed(data)) => Some((Ok(Event::default().data(data)), rx)),
                     Some(Frame::Drop) | None => None,
                 }
@@ -360,7 +387,7 @@ async fn handle(
         ("POST", ["v1", "sessions", sid, "events"]) => {
             let fail = plane.with(|st| st.post_fail.pop_front());
             if let Some(PostFail::Before(code)) = fail {
-                return json_resp(code, error_body(code, "x"));
+                return json_resp(code, error_body("x"));
             }
             let events = body_json
                 .as_ref()
@@ -371,18 +398,21 @@ async fn handle(
                     .into_iter()
                     .map(|ev| {
                         let ev = Plane::stamp(st, ev);
-                        st.history.entry((*sid).to_owned()).or_default().push(ev.clone());
+                        st.history
+                            .entry((*sid).to_owned())
+                            .or_default()
+                            .push(ev.clone());
                         Plane::broadcast(st, sid, &ev);
                         ev
                     })
                     .collect()
             });
             if let Some(PostFail::After(code)) = fail {
-                return json_resp(code, error_body(code, "x"));
+                return json_resp(code, error_body("x"));
             }
             json_resp(200, json!({"data": stored}))
         }
-        _ => json_resp(404, error_body(404, "not_found")),
+        _ => json_resp(404, error_body("not_found")),
     }
 }
 
@@ -435,20 +465,23 @@ async fn attached_to(plane: &Plane, sid: &str, opens: usize) {
     let stream_path = format!("/v1/sessions/{sid}/events/stream");
     let list_path = format!("/v1/sessions/{sid}/events");
     plane
-        .wait(&format!("{sid}: stream attached and history listed"), move |st| {
-            let opened: Vec<usize> = st
-                .log
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.path == stream_path)
-                .map(|(i, _)| i)
-                .collect();
-            let listed = st
-                .log
-                .iter()
-                .rposition(|r| r.method == "GET" && r.path == list_path);
-            opened.len() >= opens && listed > opened.last().copied()
-        })
+        .wait(
+            &format!("{sid}: stream attached and history listed"),
+            move |st| {
+                let opened: Vec<usize> = st
+                    .log
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.path == stream_path)
+                    .map(|(i, _)| i)
+                    .collect();
+                let listed = st
+                    .log
+                    .iter()
+                    .rposition(|r| r.method == "GET" && r.path == list_path);
+                opened.len() >= opens && listed > opened.last().copied()
+            },
+        )
         .await;
 }
 
@@ -483,8 +516,10 @@ async fn all_six_tools_and_the_exact_requests() {
     }
     // Not ours: a server tool, a custom tool, and a custom call named like a sandbox tool.
     let ws = plane.tool_use("web_search", json!({"query": "x"}), None);
-    let custom = plane.emit(json!({"type": "agent.custom_tool_use", "name": "lookup", "input": {}}));
-    let custom_bash = plane.emit(json!({"type": "agent.custom_tool_use", "name": "bash", "input": {}}));
+    let custom =
+        plane.emit(json!({"type": "agent.custom_tool_use", "name": "lookup", "input": {}}));
+    let custom_bash =
+        plane.emit(json!({"type": "agent.custom_tool_use", "name": "bash", "input": {}}));
     // A final call proves the three above were passed over, not merely still queued.
     let last = plane.tool_use("bash", json!({"n": "last"}), None);
     plane.wait_result(&last).await;
@@ -492,16 +527,25 @@ async fn all_six_tools_and_the_exact_requests() {
     finish(run).await.unwrap();
 
     for id in [&ws, &custom, &custom_bash] {
-        assert!(plane.results_for(id).is_empty(), "posted a result for an unowned call {id}");
+        assert!(
+            plane.results_for(id).is_empty(),
+            "posted a result for an unowned call {id}"
+        );
         assert_eq!(plane.posts_for(id), 0);
     }
     for id in &ids {
         assert_eq!(plane.posts_for(id), 1, "exactly one post for {id}");
     }
     let names: Vec<String> = sandbox.calls().into_iter().map(|c| c.1).collect();
-    assert_eq!(names, ["bash", "read", "write", "edit", "glob", "grep", "bash"]);
+    assert_eq!(
+        names,
+        ["bash", "read", "write", "edit", "glob", "grep", "bash"]
+    );
     assert_eq!(sandbox.closed(), ["sesn_1"]);
-    assert!(!dir.path().join("sessions/work_1").exists(), "session dir left behind");
+    assert!(
+        !dir.path().join("sessions/work_1").exists(),
+        "session dir left behind"
+    );
 
     let log = plane.log();
     let token = format!("Bearer {}", token_for("work_1"));
@@ -509,14 +553,26 @@ async fn all_six_tools_and_the_exact_requests() {
     let poll = index_of(&log, |r| r.path.ends_with("/work/poll"));
     let ack = index_of(&log, |r| r.path.ends_with("/work_1/ack"));
     let hb = index_of(&log, |r| r.path.ends_with("/work_1/heartbeat"));
-    let sess = index_of(&log, |r| r.method == "GET" && r.path == "/v1/sessions/sesn_1");
+    let sess = index_of(&log, |r| {
+        r.method == "GET" && r.path == "/v1/sessions/sesn_1"
+    });
     let stream = index_of(&log, |r| r.path.ends_with("/events/stream"));
-    let list = index_of(&log, |r| r.method == "GET" && r.path.ends_with("/sesn_1/events"));
+    let list = index_of(&log, |r| {
+        r.method == "GET" && r.path.ends_with("/sesn_1/events")
+    });
     let stop = index_of(&log, |r| r.path.ends_with("/work_1/stop"));
     assert!(poll < ack && ack < hb && ack < sess && sess < stream && stream < list);
-    let last_post = log.iter().rposition(|r| r.method == "POST" && r.path.ends_with("/sesn_1/events")).unwrap();
+    let last_post = log
+        .iter()
+        .rposition(|r| r.method == "POST" && r.path.ends_with("/sesn_1/events"))
+        .unwrap();
     assert!(last_post < stop, "stopped before the last result");
-    assert!(log[stop + 1..].iter().all(|r| r.path.ends_with("/work/poll")), "requests for the item after its stop");
+    assert!(
+        log[stop + 1..]
+            .iter()
+            .all(|r| r.path.ends_with("/work/poll")),
+        "requests for the item after its stop"
+    );
     assert_eq!(log[poll].query, "block_ms=50");
     assert_eq!(log[poll].worker_id.as_deref(), Some("w-test"));
     assert_eq!(log[poll].auth, env);
@@ -530,22 +586,42 @@ async fn all_six_tools_and_the_exact_requests() {
     }
     assert_eq!(log[stop].body, Some(json!({"force": true})));
     for r in &log {
-        assert_eq!(r.beta.as_deref(), Some("managed-agents-2026-04-01"), "{}", r.path);
+        assert_eq!(
+            r.beta.as_deref(),
+            Some("managed-agents-2026-04-01"),
+            "{}",
+            r.path
+        );
         assert_eq!(r.version.as_deref(), Some("2026-10-21"));
     }
     // Later beats echo the server's last_heartbeat exactly.
     let beats = plane.requests("POST", "/heartbeat");
     for (i, b) in beats.iter().enumerate().skip(1) {
-        assert_eq!(b.query, format!("expected_last_heartbeat=2026-01-01T00%3A00%3A{i:02}Z"));
+        assert_eq!(
+            b.query,
+            format!("expected_last_heartbeat=2026-01-01T00%3A00%3A{i:02}Z")
+        );
     }
     assert_eq!(plane.posts_for(&ids[0]), 1);
-    let body = plane.requests("POST", "/sesn_1/events")[0].body.clone().unwrap();
+    let body = plane.requests("POST", "/sesn_1/events")[0]
+        .body
+        .clone()
+        .unwrap();
     assert_eq!(body["events"][0]["type"], "user.tool_result");
     assert_eq!(body["events"][0]["tool_use_id"], ids[0].as_str());
     let m = metrics.encode();
-    assert!(m.contains(r#"wasm_sandbox_tool_calls_total{tool="bash",outcome="ok"} 2"#), "{m}");
-    assert!(m.contains(r#"wasm_sandbox_claims_total{kind="session"} 1"#), "{m}");
-    assert!(m.contains("wasm_sandbox_session_cold_start_seconds_count 1"), "{m}");
+    assert!(
+        m.contains(r#"wasm_sandbox_tool_calls_total{tool="bash",outcome="ok"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"wasm_sandbox_claims_total{kind="session"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("wasm_sandbox_session_cold_start_seconds_count 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,10 +639,15 @@ async fn permission_gate() {
     let unknown = plane.tool_use("read", json!({"c": 4}), Some("maybe_later"));
     // A verdict that arrives before its call is remembered.
     plane.confirm("sevt_early", "allow");
-    let early = plane.emit(json!({"type": "agent.tool_use", "id": "sevt_early", "name": "glob",
-                                  "input": {"c": 5}, "evaluated_permission": "ask"}));
+    let early = plane.emit(
+        json!({"type": "agent.tool_use", "id": "sevt_early", "name": "glob",
+                                  "input": {"c": 5}, "evaluated_permission": "ask"}),
+    );
     plane.wait_result(&early).await;
-    assert!(plane.results_for(&ask_allow).is_empty(), "ran before confirmation");
+    assert!(
+        plane.results_for(&ask_allow).is_empty(),
+        "ran before confirmation"
+    );
     plane.confirm(&ask_allow, "allow");
     plane.wait_result(&ask_allow).await;
     plane.confirm(&ask_deny, "deny");
@@ -595,13 +676,17 @@ async fn stream_drop_malformed_event_and_reconnect_without_duplicates() {
     let a = plane.tool_use("bash", json!({"a": 1}), None);
     plane.wait_result(&a).await;
     // The stream drops; a call made meanwhile is only in history.
-    let missed = plane.drop_streams_missing(vec![json!({"type": "agent.tool_use", "name": "read", "input": {"b": 2}})]);
+    let missed = plane.drop_streams_missing(vec![
+        json!({"type": "agent.tool_use", "name": "read", "input": {"b": 2}}),
+    ]);
     let b = plane.wait_result(&missed[0]).await;
     assert_eq!(b["is_error"], false);
     attached(&plane, 2).await;
     // A malformed frame and a frame without an event name: logged, session survives.
     plane.send_raw(|| Frame::Event("agent.tool_use".into(), "{not json".into()));
-    plane.send_raw(|| Frame::Unnamed(r#"{"type":"agent.tool_use","id":"sevt_x","name":"bash","input":{}}"#.into()));
+    plane.send_raw(|| {
+        Frame::Unnamed(r#"{"type":"agent.tool_use","id":"sevt_x","name":"bash","input":{}}"#.into())
+    });
     attached(&plane, 3).await;
     let c = plane.tool_use("grep", json!({"c": 3}), None);
     plane.wait_result(&c).await;
@@ -609,12 +694,19 @@ async fn stream_drop_malformed_event_and_reconnect_without_duplicates() {
     finish(run).await.unwrap();
 
     let ran: Vec<String> = sandbox.calls().into_iter().map(|c| c.2).collect();
-    assert_eq!(ran, [a.clone(), missed[0].clone(), c.clone()], "a call ran twice or was lost");
+    assert_eq!(
+        ran,
+        [a.clone(), missed[0].clone(), c.clone()],
+        "a call ran twice or was lost"
+    );
     for id in [&a, &missed[0], &c] {
         assert_eq!(plane.posts_for(id), 1, "{id}");
         assert_eq!(plane.results_for(id).len(), 1, "{id}");
     }
-    assert!(plane.results_for("sevt_x").is_empty(), "acted on an unnamed frame");
+    assert!(
+        plane.results_for("sevt_x").is_empty(),
+        "acted on an unnamed frame"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,7 +718,13 @@ async fn result_post_retries_without_duplicates() {
     let run = start(config(&plane, dir.path()), &sandbox);
     attached(&plane, 1).await;
 
-    plane.with(|st| st.post_fail.extend([PostFail::Before(500), PostFail::Before(503), PostFail::Before(429)]));
+    plane.with(|st| {
+        st.post_fail.extend([
+            PostFail::Before(500),
+            PostFail::Before(503),
+            PostFail::Before(429),
+        ])
+    });
     let a = plane.tool_use("bash", json!({"a": 1}), None);
     plane.wait_result(&a).await;
     assert_eq!(plane.posts_for(&a), 4);
@@ -666,9 +764,16 @@ async fn lease_lost_mid_call_sends_nothing_more() {
     plane.with(|st| st.hb.push_back(Hb::Status(412)));
     finish(run).await.unwrap();
 
-    assert_eq!(sandbox.abandoned(), [a.clone()], "the running call was not aborted");
+    assert_eq!(
+        sandbox.abandoned(),
+        std::slice::from_ref(&a),
+        "the running call was not aborted"
+    );
     assert_eq!(plane.posts_for(&a), 0, "posted after the lease was lost");
-    assert!(plane.requests("POST", "/stop").is_empty(), "stopped an item it no longer holds");
+    assert!(
+        plane.requests("POST", "/stop").is_empty(),
+        "stopped an item it no longer holds"
+    );
     assert_eq!(sandbox.closed(), ["sesn_1"]);
     assert!(!dir.path().join("sessions/work_1").exists());
 }
@@ -687,7 +792,7 @@ async fn stop_requested_mid_call_force_stops() {
         plane.wait("call held", move |_| sb.held_count() == 1).await;
         plane.with(|st| st.hb.push_back(Hb::Ok { state, extended }));
         finish(run).await.unwrap();
-        assert_eq!(sandbox.abandoned(), [a.clone()], "{state}");
+        assert_eq!(sandbox.abandoned(), std::slice::from_ref(&a), "{state}");
         assert_eq!(plane.posts_for(&a), 0, "{state}");
         let stops = plane.requests("POST", "/work_1/stop");
         assert_eq!(stops.len(), 1, "{state}");
@@ -714,7 +819,9 @@ async fn drain_finishes_running_calls_of_three_sessions() {
         held.push(plane.tool_use_to(&sid, "bash", json!({"hold": true}), None));
     }
     let sb = sandbox.clone();
-    plane.wait("three held calls", move |_| sb.held_count() == 3).await;
+    plane
+        .wait("three held calls", move |_| sb.held_count() == 3)
+        .await;
     run.shutdown.drain();
     // Calls that arrive during the drain are not started.
     let late = plane.tool_use_to("sesn_1", "bash", json!({}), None);
@@ -731,8 +838,16 @@ async fn drain_finishes_running_calls_of_three_sessions() {
     for i in 1..=3 {
         let stops = plane.requests("POST", &format!("/work_{i}/stop"));
         assert_eq!(stops.len(), 1);
-        let stop_at = plane.log().iter().position(|r| r.path.ends_with(&format!("/work_{i}/stop"))).unwrap();
-        let post_at = plane.log().iter().position(|r| r.path == format!("/v1/sessions/sesn_{i}/events") && r.method == "POST").unwrap();
+        let stop_at = plane
+            .log()
+            .iter()
+            .position(|r| r.path.ends_with(&format!("/work_{i}/stop")))
+            .unwrap();
+        let post_at = plane
+            .log()
+            .iter()
+            .position(|r| r.path == format!("/v1/sessions/sesn_{i}/events") && r.method == "POST")
+            .unwrap();
         assert!(post_at < stop_at);
     }
     let mut closed = sandbox.closed();
@@ -754,7 +869,7 @@ async fn forced_shutdown_aborts_running_calls() {
     run.shutdown.drain();
     run.shutdown.force();
     finish(run).await.unwrap();
-    assert_eq!(sandbox.abandoned(), [a.clone()]);
+    assert_eq!(sandbox.abandoned(), std::slice::from_ref(&a));
     assert_eq!(plane.posts_for(&a), 0);
     assert_eq!(plane.requests("POST", "/work_1/stop").len(), 1);
 }
@@ -764,7 +879,11 @@ async fn non_session_and_terminated_items_are_force_stopped() {
     let plane = Plane::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sandbox = ScriptedSandbox::new();
-    plane.enqueue("work_hc", json!({"type": "healthcheck", "id": "hc_1"}), false);
+    plane.enqueue(
+        "work_hc",
+        json!({"type": "healthcheck", "id": "hc_1"}),
+        false,
+    );
     plane.enqueue("work_odd", json!({"id": "x"}), false);
     plane.enqueue_session("work_t", "sesn_t");
     plane.with(|st| st.session_status = "terminated".into());
@@ -782,7 +901,10 @@ async fn non_session_and_terminated_items_are_force_stopped() {
     assert!(plane.requests("POST", "/work_hc/heartbeat").is_empty());
     assert!(plane.requests("GET", "/events/stream").is_empty());
     // Without a secret the environment key is the item credential.
-    assert_eq!(plane.requests("POST", "/work_hc/stop")[0].auth, format!("Bearer {ENV_KEY}"));
+    assert_eq!(
+        plane.requests("POST", "/work_hc/stop")[0].auth,
+        format!("Bearer {ENV_KEY}")
+    );
     assert!(sandbox.calls().is_empty());
 }
 
@@ -792,7 +914,9 @@ async fn poll_errors_back_off_and_fatal_ends_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = ScriptedSandbox::new();
     plane.with(|st| st.poll_fail.extend([500, 502, 429, 401]));
-    let err = finish(start(config(&plane, dir.path()), &sandbox)).await.unwrap_err();
+    let err = finish(start(config(&plane, dir.path()), &sandbox))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("401"), "{err:#}");
     assert_eq!(plane.requests("GET", "/work/poll").len(), 4);
     assert!(plane.requests("POST", "/ack").is_empty());
@@ -814,7 +938,9 @@ async fn ops_endpoints() {
         env: worker.environment_client(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let (addr, _task) = spawn("127.0.0.1:0".parse().unwrap(), state, stop.clone()).await.unwrap();
+    let (addr, _task) = spawn("127.0.0.1:0".parse().unwrap(), state, stop.clone())
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let get = |p: &'static str| {
         let http = http.clone();
@@ -824,7 +950,11 @@ async fn ops_endpoints() {
     assert_eq!(get("/readyz").await.status(), 503);
     let shutdown = Shutdown::new();
     let handle = tokio::spawn(worker.run(shutdown.clone()));
-    plane.wait("a poll", |st| st.log.iter().any(|r| r.path.ends_with("/poll"))).await;
+    plane
+        .wait("a poll", |st| {
+            st.log.iter().any(|r| r.path.ends_with("/poll"))
+        })
+        .await;
     let mut ready = false;
     for _ in 0..200 {
         if get("/readyz").await.status() == 200 {
@@ -835,10 +965,19 @@ async fn ops_endpoints() {
     }
     assert!(ready, "never became ready");
     let q: Value = get("/queue").await.json().await.unwrap();
-    assert_eq!(q, json!({"depth": 2, "pending": 1, "oldest_queued_at": "2026-01-01T00:00:00Z", "workers_polling": 1}));
-    assert_eq!(plane.requests("GET", "/work/stats")[0].auth, format!("Bearer {ENV_KEY}"));
+    assert_eq!(
+        q,
+        json!({"depth": 2, "pending": 1, "oldest_queued_at": "2026-01-01T00:00:00Z", "workers_polling": 1})
+    );
+    assert_eq!(
+        plane.requests("GET", "/work/stats")[0].auth,
+        format!("Bearer {ENV_KEY}")
+    );
     let m = get("/metrics").await.text().await.unwrap();
-    assert!(m.contains("wasm_sandbox_polls_total{result=\"empty\"}"), "{m}");
+    assert!(
+        m.contains("wasm_sandbox_polls_total{result=\"empty\"}"),
+        "{m}"
+    );
     assert!(m.contains("wasm_sandbox_sessions_active 0"), "{m}");
     assert!(!m.contains(ENV_KEY));
     shutdown.drain();
@@ -873,7 +1012,10 @@ fn credentials_never_reach_logs() {
         .with_span_list(true)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let plane = Plane::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -896,7 +1038,10 @@ fn credentials_never_reach_logs() {
         assert!(!m.contains("ENVKEY") && !m.contains("TOKEN"));
     });
     let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("tool result send failed"), "log capture did not work:\n{logs}");
+    assert!(
+        logs.contains("tool result send failed"),
+        "log capture did not work:\n{logs}"
+    );
     let secret = WorkSecret::encode(&token_for("work_1"));
     for needle in [ENV_KEY, "ENVKEY", "TOKEN-work_1", secret.expose()] {
         assert!(!logs.contains(needle), "log leaks {needle}");

@@ -40,8 +40,8 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use super::{
-    DELETE_CORROBORATION, DeleteMode, FETCH_CONCURRENCY, MARKER_PATH, UPLOAD_CONCURRENCY, delete_cap,
-    marker_contents, marker_sha, sha256_hex,
+    DELETE_CORROBORATION, DeleteMode, FETCH_CONCURRENCY, MARKER_PATH, UPLOAD_CONCURRENCY,
+    delete_cap, marker_contents, marker_sha, sha256_hex,
 };
 
 /// A memory as listed (`view=basic`: `content` is `None`) or fetched (`view=full`).
@@ -106,15 +106,34 @@ pub trait MemoryFolder: Sync {
 pub trait MemoryApi: Sync {
     /// Every memory of the store (all pages; `memory_prefix` items dropped). `full` selects
     /// `view=full` (content included, 20 per page) over `view=basic` (100 per page).
-    fn list(&self, full: bool) -> impl Future<Output = Result<Vec<RemoteMemory>, RemoteError>> + Send;
+    fn list(
+        &self,
+        full: bool,
+    ) -> impl Future<Output = Result<Vec<RemoteMemory>, RemoteError>> + Send;
     /// `GET …/memories/{id}?view=full`.
-    fn fetch(&self, memory_id: &str) -> impl Future<Output = Result<RemoteMemory, RemoteError>> + Send;
+    fn fetch(
+        &self,
+        memory_id: &str,
+    ) -> impl Future<Output = Result<RemoteMemory, RemoteError>> + Send;
     /// `POST …/memories` with `{"path": path, "content": content}`; returns the new sha.
-    fn create(&self, path: &str, content: &str) -> impl Future<Output = Result<String, RemoteError>> + Send;
+    fn create(
+        &self,
+        path: &str,
+        content: &str,
+    ) -> impl Future<Output = Result<String, RemoteError>> + Send;
     /// `POST …/memories/{id}` with a `content_sha256` precondition; returns the new sha.
-    fn update(&self, memory_id: &str, content: &str, precondition_sha: &str) -> impl Future<Output = Result<String, RemoteError>> + Send;
+    fn update(
+        &self,
+        memory_id: &str,
+        content: &str,
+        precondition_sha: &str,
+    ) -> impl Future<Output = Result<String, RemoteError>> + Send;
     /// `DELETE …/memories/{id}?expected_content_sha256=…`.
-    fn delete(&self, memory_id: &str, expected_sha: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    fn delete(
+        &self,
+        memory_id: &str,
+        expected_sha: &str,
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send;
 }
 
 /// One attached store's sync bookkeeping.
@@ -229,7 +248,9 @@ pub struct FlushReport {
 #[non_exhaustive]
 pub enum DownloadError {
     /// Writing the marker failed.
-    #[error("failed to download memory store memory_store_id={memory_store_id}: writing the marker: {source}")]
+    #[error(
+        "failed to download memory store memory_store_id={memory_store_id}: writing the marker: {source}"
+    )]
     Marker {
         /// The store.
         memory_store_id: String,
@@ -271,10 +292,17 @@ async fn scan_marker(state: &StoreSyncState, folder: &impl MemoryFolder) -> io::
         Some(_) => Some("the marker file does not match this store"),
         None => Some("the marker file is gone"),
     };
-    Ok(MarkerScan { files, distrust_reason })
+    Ok(MarkerScan {
+        files,
+        distrust_reason,
+    })
 }
 
-async fn list_remote(state: &StoreSyncState, api: &impl MemoryApi, full: bool) -> Result<Vec<RemoteMemory>, RemoteError> {
+async fn list_remote(
+    state: &StoreSyncState,
+    api: &impl MemoryApi,
+    full: bool,
+) -> Result<Vec<RemoteMemory>, RemoteError> {
     let items = api.list(full).await?;
     Ok(items
         .into_iter()
@@ -294,7 +322,11 @@ async fn list_remote(state: &StoreSyncState, api: &impl MemoryApi, full: bool) -
 
 /// Writes the marker, then pulls every memory (full view); pushes nothing. The baseline is
 /// rebuilt from successful writes only. Returns how many memories were written.
-async fn stamp_and_pull(state: &mut StoreSyncState, folder: &impl MemoryFolder, api: &impl MemoryApi) -> Result<usize, DownloadError> {
+async fn stamp_and_pull(
+    state: &mut StoreSyncState,
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+) -> Result<usize, DownloadError> {
     state.baseline.clear();
     state.sent.clear();
     state.pending_deletes.clear();
@@ -320,7 +352,12 @@ async fn stamp_and_pull(state: &mut StoreSyncState, folder: &impl MemoryFolder, 
     Ok(state.baseline.len())
 }
 
-async fn write_local(state: &StoreSyncState, folder: &impl MemoryFolder, rel: &str, content: &str) -> bool {
+async fn write_local(
+    state: &StoreSyncState,
+    folder: &impl MemoryFolder,
+    rel: &str,
+    content: &str,
+) -> bool {
     match folder.write_file(rel, content).await {
         Ok(()) => true,
         Err(e) => {
@@ -333,13 +370,22 @@ async fn write_local(state: &StoreSyncState, folder: &impl MemoryFolder, rel: &s
 /// Downloads a store into its (already created, empty) folder: marker, then every memory.
 /// The caller checked that nothing existed at the path and created the root; on error it
 /// removes what it created and fails the item.
-pub async fn download_store(state: &mut StoreSyncState, folder: &impl MemoryFolder, api: &impl MemoryApi) -> Result<usize, DownloadError> {
+pub async fn download_store(
+    state: &mut StoreSyncState,
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+) -> Result<usize, DownloadError> {
     let n = stamp_and_pull(state, folder, api).await?;
     tracing::info!(memory_store_id = %state.memory_store_id, "downloaded {n} memories");
     Ok(n)
 }
 
-async fn recover(state: &mut StoreSyncState, folder: &impl MemoryFolder, api: &impl MemoryApi, reason: &str) -> Result<(), PassError> {
+async fn recover(
+    state: &mut StoreSyncState,
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+    reason: &str,
+) -> Result<(), PassError> {
     tracing::warn!(
         memory_store_id = %state.memory_store_id,
         "{reason}; re-downloading the memory store folder instead of syncing"
@@ -380,18 +426,29 @@ struct UploadAttempt {
 
 /// Reads and sends one file; a 404 on an update (deleted remotely since the listing) retries
 /// as a create. Touches no state.
-async fn attempt_upload(folder: &impl MemoryFolder, api: &impl MemoryApi, rel: &str, existing: Option<&RemoteMemory>) -> UploadAttempt {
+async fn attempt_upload(
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+    rel: &str,
+    existing: Option<&RemoteMemory>,
+) -> UploadAttempt {
     let mut existing = existing;
     let mut sent_sha = None;
     loop {
         let data = match folder.read_file(rel).await {
             Ok(LocalRead::Data(data)) => data,
             Ok(LocalRead::Missing) => return fail(sent_sha, existing, UploadFailure::LocalMissing),
-            Ok(LocalRead::Refused(reason)) => return fail(sent_sha, existing, UploadFailure::LocalRefused(reason)),
+            Ok(LocalRead::Refused(reason)) => {
+                return fail(sent_sha, existing, UploadFailure::LocalRefused(reason));
+            }
             Err(e) => return fail(sent_sha, existing, UploadFailure::LocalIo(e)),
         };
         let Ok(text) = String::from_utf8(data) else {
-            return fail(sent_sha, existing, UploadFailure::LocalRefused("is not valid utf-8".into()));
+            return fail(
+                sent_sha,
+                existing,
+                UploadFailure::LocalRefused("is not valid utf-8".into()),
+            );
         };
         sent_sha = Some(sha256_hex(text.as_bytes()));
         let result = match existing {
@@ -411,7 +468,11 @@ async fn attempt_upload(folder: &impl MemoryFolder, api: &impl MemoryApi, rel: &
         }
     }
 
-    fn fail(sent_sha: Option<String>, existing: Option<&RemoteMemory>, failure: UploadFailure) -> UploadAttempt {
+    fn fail(
+        sent_sha: Option<String>,
+        existing: Option<&RemoteMemory>,
+        failure: UploadFailure,
+    ) -> UploadAttempt {
         UploadAttempt {
             sent_sha,
             had_existing: existing.is_some(),
@@ -421,7 +482,12 @@ async fn attempt_upload(folder: &impl MemoryFolder, api: &impl MemoryApi, rel: &
 }
 
 /// Applies an upload attempt to the state; the new baseline sha on success.
-fn apply_upload(state: &mut StoreSyncState, rel: &str, local_sha: Option<&str>, attempt: UploadAttempt) -> Option<String> {
+fn apply_upload(
+    state: &mut StoreSyncState,
+    rel: &str,
+    local_sha: Option<&str>,
+    attempt: UploadAttempt,
+) -> Option<String> {
     if let Some(sent) = attempt.sent_sha {
         state.sent.insert(rel.to_owned(), sent);
     }
@@ -462,7 +528,9 @@ fn apply_upload(state: &mut StoreSyncState, rel: &str, local_sha: Option<&str>, 
                         "the server rejected this memory file, so it stays un-synced until its content changes: {detail}"
                     );
                 }
-                _ => tracing::warn!(path = rel, memory_store_id = %id, "failed to upload memory: {detail}"),
+                _ => {
+                    tracing::warn!(path = rel, memory_store_id = %id, "failed to upload memory: {detail}")
+                }
             }
             None
         }
@@ -488,7 +556,12 @@ async fn upload(
 
 /// Removes the file of a memory the server no longer has, if it still holds `expect_sha`.
 /// `None`: gone from disk; `Some(expect_sha)`: keep in the baseline; other: edited since.
-async fn remove_local(state: &StoreSyncState, folder: &impl MemoryFolder, rel: &str, expect_sha: &str) -> Option<String> {
+async fn remove_local(
+    state: &StoreSyncState,
+    folder: &impl MemoryFolder,
+    rel: &str,
+    expect_sha: &str,
+) -> Option<String> {
     let fresh = match folder.hash_file(rel).await {
         Ok(fresh) => fresh?,
         Err(_) => return Some(expect_sha.to_owned()),
@@ -527,7 +600,10 @@ impl DeletePass {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "mirrors the reference's per-path signature")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the reference's per-path signature"
+)]
 async fn sync_path(
     state: &mut StoreSyncState,
     folder: &impl MemoryFolder,
@@ -583,7 +659,8 @@ async fn sync_path(
 
     let remote_sha = remote.content_sha256.as_str();
     let remote_changed = base_sha.as_deref() != Some(remote_sha);
-    let locally_edited = local_sha.is_some_and(|l| Some(l) != base_sha.as_deref() && l != remote_sha);
+    let locally_edited =
+        local_sha.is_some_and(|l| Some(l) != base_sha.as_deref() && l != remote_sha);
     let local_changed = !state.read_only && locally_edited;
 
     if local_sha.is_none() && base_sha.is_some() {
@@ -624,7 +701,10 @@ async fn sync_path(
     Some(remote_sha.to_owned())
 }
 
-#[expect(clippy::too_many_arguments, reason = "mirrors the reference's per-path signature")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the reference's per-path signature"
+)]
 async fn corroborated_delete(
     state: &mut StoreSyncState,
     folder: &impl MemoryFolder,
@@ -794,9 +874,32 @@ async fn sync_pass(
         let base_sha = state.baseline.get(&rel).cloned();
         let sha = match (local_sha, &base_sha, remote_item) {
             (None, Some(base), Some(item)) if item.content_sha256 == *base && !state.read_only => {
-                corroborated_delete(state, folder, api, &rel, item, base, &mut deletes, opts.now, report).await
+                corroborated_delete(
+                    state,
+                    folder,
+                    api,
+                    &rel,
+                    item,
+                    base,
+                    &mut deletes,
+                    opts.now,
+                    report,
+                )
+                .await
             }
-            _ => sync_path(state, folder, api, &rel, remote_item, local_sha, &mut pulls, report).await,
+            _ => {
+                sync_path(
+                    state,
+                    folder,
+                    api,
+                    &rel,
+                    remote_item,
+                    local_sha,
+                    &mut pulls,
+                    report,
+                )
+                .await
+            }
         };
         if let Some(sha) = sha {
             baseline.insert(rel, sha);
@@ -827,7 +930,12 @@ async fn sync_pass(
 /// [`SyncOutcome::Failed`]. Run after each tool call when [`super::SyncSchedule`] says it is
 /// due (all stores in parallel), and once with `final_pass` at a clean end, bounded by
 /// [`super::FLUSH_TIMEOUT`].
-pub async fn sync_store(state: &mut StoreSyncState, folder: &impl MemoryFolder, api: &impl MemoryApi, opts: SyncOptions) -> SyncReport {
+pub async fn sync_store(
+    state: &mut StoreSyncState,
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+    opts: SyncOptions,
+) -> SyncReport {
     let mut report = SyncReport::default();
     if let Err(e) = sync_pass(state, folder, api, opts, &mut report).await {
         tracing::warn!(memory_store_id = %state.memory_store_id, "memory sync failed: {e}");
@@ -841,7 +949,11 @@ pub async fn sync_store(state: &mut StoreSyncState, folder: &impl MemoryFolder, 
 /// stores, refused files, files the server already holds, paths changed on both sides, and
 /// folders that fail the marker check. Never fails. Bound it with [`super::FLUSH_TIMEOUT`];
 /// results are applied as each upload completes, so a cut-off flush leaves a consistent state.
-pub async fn flush_store(state: &mut StoreSyncState, folder: &impl MemoryFolder, api: &impl MemoryApi) -> FlushReport {
+pub async fn flush_store(
+    state: &mut StoreSyncState,
+    folder: &impl MemoryFolder,
+    api: &impl MemoryApi,
+) -> FlushReport {
     let mut report = FlushReport::default();
     if state.read_only {
         return report;
@@ -867,7 +979,8 @@ pub async fn flush_store(state: &mut StoreSyncState, folder: &impl MemoryFolder,
         .files
         .into_iter()
         .filter(|(rel, sha)| {
-            (state.baseline.get(rel) != Some(sha) || state.sent.contains_key(rel)) && state.refused.get(rel) != Some(sha)
+            (state.baseline.get(rel) != Some(sha) || state.sent.contains_key(rel))
+                && state.refused.get(rel) != Some(sha)
         })
         .collect();
     if dirty.is_empty() {
@@ -926,4 +1039,26 @@ pub async fn flush_store(state: &mut StoreSyncState, folder: &impl MemoryFolder,
     report.uploaded.sort();
     report.not_uploaded.sort();
     report
+}
+
+/// Whether teardown may remove the store folder this session created (`dispose`): not when
+/// its marker is missing or foreign while files remain (a sync promised to leave such a folder
+/// as found, and the next download refuses it visibly). A scan error also keeps it.
+pub async fn may_dispose(state: &StoreSyncState, folder: &impl MemoryFolder) -> bool {
+    match scan_marker(state, folder).await {
+        Ok(scan) => match scan.distrust_reason {
+            Some(reason) if !scan.files.is_empty() => {
+                tracing::warn!(
+                    memory_store_id = %state.memory_store_id,
+                    "{reason}; leaving the memory store folder on disk"
+                );
+                false
+            }
+            _ => true,
+        },
+        Err(e) => {
+            tracing::warn!(memory_store_id = %state.memory_store_id, "failed to check the memory store folder: {e}");
+            false
+        }
+    }
 }

@@ -40,7 +40,10 @@ pub struct CapStdFolder {
 }
 
 fn invalid(rel: &str, reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("path {rel:?} {reason}"))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("path {rel:?} {reason}"),
+    )
 }
 
 /// Splits `rel` into confined components (backslashes are separators, a leading `/` is the
@@ -248,7 +251,10 @@ impl CapStdFolder {
             .create(&self.root)
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Self) -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&me))
             .await

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use engine::{
-    FlushReport, LocalRead, MemoryApi, MemoryFolder, RemoteError, RemoteMemory, StoreSyncState, SyncOptions,
-    SyncOutcome, SyncReport, download_store, flush_store, sync_store,
+    FlushReport, LocalRead, MemoryApi, MemoryFolder, RemoteError, RemoteMemory, StoreSyncState,
+    SyncOptions, SyncOutcome, SyncReport, download_store, flush_store, may_dispose, sync_store,
 };
 
 /// Default seconds between syncs (`DEFAULT_MEMORY_SYNC_INTERVAL`).
@@ -65,7 +65,9 @@ pub enum MemoryConfigError {
     #[error("sync interval must be at least {MIN_SYNC_INTERVAL_SECS} seconds, got {0}")]
     IntervalTooShort(String),
     /// The `mount_path` is not a clean absolute path.
-    #[error("memory store mount_path is not a clean absolute path: {mount_path:?} (memory_store_id={memory_store_id})")]
+    #[error(
+        "memory store mount_path is not a clean absolute path: {mount_path:?} (memory_store_id={memory_store_id})"
+    )]
     BadMountPath {
         /// The path as given.
         mount_path: String,
@@ -127,12 +129,16 @@ pub struct SyncSchedule {
 impl SyncSchedule {
     /// A schedule whose clock starts at `now` (the end of the download).
     pub fn new(interval: SyncInterval, now: Instant) -> Self {
-        Self { interval, last_sync: now }
+        Self {
+            interval,
+            last_sync: now,
+        }
     }
 
     /// True when a sync is due at `now`.
     pub fn is_due(&self, now: Instant) -> bool {
-        self.interval.is_due(now.saturating_duration_since(self.last_sync))
+        self.interval
+            .is_due(now.saturating_duration_since(self.last_sync))
     }
 
     /// Records that a sync (of all stores) finished at `now`.
@@ -269,9 +275,18 @@ mod tests {
 
     #[test]
     fn delete_mode_parses_the_reference_spellings() {
-        assert_eq!("enabled".parse::<DeleteMode>().unwrap(), DeleteMode::Enabled);
-        assert_eq!("log_only".parse::<DeleteMode>().unwrap(), DeleteMode::LogOnly);
-        assert_eq!("disabled".parse::<DeleteMode>().unwrap(), DeleteMode::Disabled);
+        assert_eq!(
+            "enabled".parse::<DeleteMode>().unwrap(),
+            DeleteMode::Enabled
+        );
+        assert_eq!(
+            "log_only".parse::<DeleteMode>().unwrap(),
+            DeleteMode::LogOnly
+        );
+        assert_eq!(
+            "disabled".parse::<DeleteMode>().unwrap(),
+            DeleteMode::Disabled
+        );
         assert!("log-only".parse::<DeleteMode>().is_err());
         assert_eq!(DeleteMode::default(), DeleteMode::Enabled);
     }
@@ -289,7 +304,10 @@ mod tests {
     fn marker_matches_the_reference_bytes() {
         assert_eq!(marker_contents("memstore_1"), "version 1\nmemstore_1");
         // sha256(b"version 1\nmemstore_1"), computed with Python's hashlib.
-        assert_eq!(marker_sha("memstore_1"), sha256_hex(b"version 1\nmemstore_1"));
+        assert_eq!(
+            marker_sha("memstore_1"),
+            sha256_hex(b"version 1\nmemstore_1")
+        );
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -303,9 +321,18 @@ mod tests {
             store_root(Some("/mnt/memory/prefs"), Some("prefs"), "ms_1", wd).unwrap(),
             PathBuf::from("/mnt/memory/prefs")
         );
-        for bad in ["mnt/memory/x", "/mnt/../etc", "/mnt/memory/..", "../x", "/a/\0"] {
+        for bad in [
+            "mnt/memory/x",
+            "/mnt/../etc",
+            "/mnt/memory/..",
+            "../x",
+            "/a/\0",
+        ] {
             assert!(
-                matches!(store_root(Some(bad), None, "ms_1", wd), Err(MemoryConfigError::BadMountPath { .. })),
+                matches!(
+                    store_root(Some(bad), None, "ms_1", wd),
+                    Err(MemoryConfigError::BadMountPath { .. })
+                ),
                 "{bad:?}"
             );
         }

@@ -67,7 +67,12 @@ impl ZipEntry {
 
     /// A Unix symlink entry whose data is the target.
     pub fn symlink(name: &str, target: &str) -> Self {
-        Self::stored(name.as_bytes(), 3, (S_IFLNK | 0o777) << 16, target.as_bytes())
+        Self::stored(
+            name.as_bytes(),
+            3,
+            (S_IFLNK | 0o777) << 16,
+            target.as_bytes(),
+        )
     }
 
     pub fn stored(name: &[u8], host: u8, external_attr: u32, data: &[u8]) -> Self {
@@ -230,13 +235,27 @@ impl Read for PiecesReader {
 // tar
 
 /// Appends one raw tar member (GNU header; the name and link bytes go in verbatim).
-pub fn tar_member(out: &mut Vec<u8>, name: &[u8], entry_type: u8, mode: u32, data: &[u8], link: &[u8]) {
+pub fn tar_member(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    entry_type: u8,
+    mode: u32,
+    data: &[u8],
+    link: &[u8],
+) {
     tar_header(out, name, entry_type, mode, data.len() as u64, link);
     out.extend_from_slice(data);
     pad(out);
 }
 
-pub fn tar_header(out: &mut Vec<u8>, name: &[u8], entry_type: u8, mode: u32, size: u64, link: &[u8]) {
+pub fn tar_header(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    entry_type: u8,
+    mode: u32,
+    size: u64,
+    link: &[u8],
+) {
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..name.len()].copy_from_slice(name);
     h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
@@ -275,7 +294,14 @@ pub fn tar_pax(out: &mut Vec<u8>, records: &[(&str, &str)], global: bool) {
         }
         data.push_str(&format!("{len}{body}"));
     }
-    tar_member(out, b"pax", if global { b'g' } else { b'x' }, 0o644, data.as_bytes(), b"");
+    tar_member(
+        out,
+        b"pax",
+        if global { b'g' } else { b'x' },
+        0o644,
+        data.as_bytes(),
+        b"",
+    );
 }
 
 pub fn tar_end(out: &mut Vec<u8>) {
@@ -310,7 +336,11 @@ pub fn tree(root: &Path) -> Vec<String> {
         for entry in std::fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let ft = entry.file_type().unwrap();
             if ft.is_symlink() {
                 out.push(format!("{rel}@"));
@@ -331,5 +361,9 @@ pub fn tree(root: &Path) -> Vec<String> {
 }
 
 pub fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use wasm_sandbox_native::{BashConfig, BashOutput, BashSandbox, BashSession, BashSessionSpec, StoreMount};
+use wasm_sandbox_native::{
+    BashConfig, BashOutput, BashSandbox, BashSession, BashSessionSpec, StoreMount,
+};
 
 /// One probed sandbox per test binary.
 pub fn sandbox() -> Arc<BashSandbox> {
@@ -13,10 +15,12 @@ pub fn sandbox() -> Arc<BashSandbox> {
     SANDBOX
         .get_or_init(|| {
             let sb = BashSandbox::new(BashConfig {
+                init_path: Some(env!("CARGO_BIN_EXE_wasm-sandbox-init").into()),
                 memory_limit_bytes: Some(256 << 20),
                 pids_limit: Some(128),
                 tmp_size_bytes: 8 << 20,
-                max_file_size_bytes: Some(64 << 20),
+                shm_size_bytes: 4 << 20,
+                max_file_size_bytes: Some(16 << 20),
                 ..BashConfig::default()
             });
             assert!(
@@ -36,7 +40,10 @@ pub struct Dirs {
 
 impl Dirs {
     pub fn new() -> Self {
-        let root = tempfile::Builder::new().prefix("wsn-test-").tempdir().unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("wsn-test-")
+            .tempdir()
+            .unwrap();
         for d in ["workspace", "outputs", "store-ro", "store-rw", "private"] {
             std::fs::create_dir(root.path().join(d)).unwrap();
         }
@@ -84,11 +91,17 @@ pub async fn call(s: &mut BashSession, input: Value) -> BashOutput {
 }
 
 pub fn ok(text: &str) -> BashOutput {
-    BashOutput { text: text.to_owned(), is_error: false }
+    BashOutput {
+        text: text.to_owned(),
+        is_error: false,
+    }
 }
 
 pub fn err(text: &str) -> BashOutput {
-    BashOutput { text: text.to_owned(), is_error: true }
+    BashOutput {
+        text: text.to_owned(),
+        is_error: true,
+    }
 }
 
 pub fn exists(p: &Path) -> bool {

@@ -1,0 +1,1041 @@
+//! The fake's state and the server-side rules it applies.
+//!
+//! Everything here is synchronous and runs under one mutex; the HTTP layer (`server.rs`)
+//! parses requests, checks credentials and calls these methods. The rules follow
+//! `protocol.md` §3 and §15:
+//!
+//! * **Claim.** A poll claims the oldest `queued` item that is not pending, or whose pending
+//!   claim is older than `reclaim_older_than_ms` (default 5000). Each claim mints a fresh
+//!   sessions token, bound to the item and its session and tagged with the claim generation,
+//!   and returns it inside `secret` (URL-safe base64 without padding of
+//!   `{"sessions_token": …}`). `secret` is null on every other path.
+//! * **Lease.** Ack moves `queued → starting` and starts a lease of `ttl` seconds. The first
+//!   heartbeat must send `NO_HEARTBEAT` and moves the item to `active`. Later beats must echo
+//!   the stored `last_heartbeat` exactly. A mismatch, a beat on a re-queued item, or a beat
+//!   carrying a sessions token from an older claim gets **412**
+//!   `heartbeat_precondition_failed` with the server's `current_state`. Beats on `stopping` /
+//!   `stopped` items are not compared.
+//! * **Expiry.** An item whose lease runs out goes back to `queued` (claim, heartbeat and
+//!   timestamps cleared) so a second worker can poll it. The old holder's next beat then gets
+//!   412 because its echo no longer matches. A `stopping` item whose lease runs out becomes
+//!   `stopped`.
+//! * **Stop.** Graceful on `starting`/`active` ⇒ `stopping` (reported by the next heartbeat);
+//!   graceful on `queued` or any force ⇒ `stopped`; on `stopped` ⇒ **409**.
+//! * **Results.** A `user.tool_result` must name an `agent.tool_use` of the session that is
+//!   pending: not yet answered, not denied, not awaiting confirmation, not run by the server.
+//!   Anything else is refused (400; a duplicate gets the configured status, 400 by default,
+//!   because what production answers is undocumented, §14 item 25). Refused posts are still
+//!   recorded so tests can assert that none were sent. `is_error` results may carry only text;
+//!   empty content and empty text blocks are refused.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::broadcast;
+
+use crate::FakeConfig;
+use crate::clock::rfc3339;
+use crate::endpoint::{Endpoint, Route};
+use crate::record::{
+    Credential, DelaySpec, FailureSpec, HeartbeatRecord, PostedResult, RecordedRequest, StopRecord,
+    StreamFault, join_text,
+};
+use crate::scenario::{Expect, Scenario};
+use crate::wire::{
+    self, DeletedMemory, HeartbeatResponse, Memory, MemoryCreateParams, MemoryPrefix,
+    MemoryUpdateParams, NO_HEARTBEAT, Page, QueueStats, SkillVersion, StopParams,
+    ToolConfirmationParams, UpdateWorkParams, Work, WorkData, WorkLeaseState, WorkSecret,
+    WorkState,
+};
+
+mod memory;
+mod sessions;
+mod work;
+
+pub(crate) use sessions::report_failures;
+
+/// Longest memory content, in UTF-8 bytes.
+const MAX_MEMORY_BYTES: usize = 102_400;
+/// Most memories in one store.
+const MAX_MEMORIES: usize = 2_000;
+
+/// An API error the fake answers with (rendered in the §1.5 envelope).
+#[derive(Clone, Debug)]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            details: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn code(mut self, code: &str) -> ApiError {
+        let mut details = match self.details.take() {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        details.insert("error_code".into(), json!(code));
+        self.details = Some(Value::Object(details));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "invalid_request_error", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, "not_found_error", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "permission_error", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(401, "authentication_error", message)
+    }
+
+    /// A 409. Its type is `invalid_request_error`, because `conflict_error` is not in the
+    /// SDK's `ErrorObject` union (protocol.md errata).
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, "invalid_request_error", message)
+    }
+
+    /// The default envelope type for an injected status.
+    pub fn for_status(status: u16) -> ApiError {
+        let kind = match status {
+            400 | 409 | 412 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            408 | 504 => "timeout_error",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        ApiError::new(status, kind, format!("injected fault: status {status}"))
+    }
+}
+
+/// A successful reply.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Json(Value),
+    NoContent,
+    Bytes {
+        content_type: &'static str,
+        body: Bytes,
+    },
+}
+
+impl Reply {
+    fn json<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
+        serde_json::to_value(v)
+            .map(Reply::Json)
+            .map_err(|e| ApiError::new(500, "api_error", format!("serialising reply: {e}")))
+    }
+}
+
+/// What a live stream receives.
+#[derive(Clone, Debug)]
+pub(crate) enum StreamMsg {
+    /// A named event frame (counts toward stream-drop faults).
+    Event(Bytes),
+    /// Raw bytes written as they are.
+    Raw(Bytes),
+    /// End the response cleanly.
+    Close,
+    /// Abort the connection.
+    Abort,
+}
+
+/// How the fake regards one tool call of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Waiting for a result from a client.
+    Pending,
+    /// Ask-gated (or an unknown permission): waiting for `user.tool_confirmation`.
+    AwaitingConfirmation,
+    /// A result was accepted.
+    Answered,
+    /// Denied by policy or by the user; no result may be posted.
+    Denied,
+    /// Run by the server (`web_fetch`, `web_search`); no result may be posted.
+    Server,
+}
+
+/// Progress of a session's script.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ScriptStatus {
+    /// Waiting for a stream to attach (or for the task to start).
+    NotStarted,
+    /// Executing a step.
+    Running {
+        /// Index of the step.
+        step: usize,
+    },
+    /// Every step ran.
+    Done,
+    /// A wait timed out or a step could not run.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CallInfo {
+    pub name: String,
+    pub label: Option<String>,
+    pub custom: bool,
+    pub state: CallState,
+    pub expect: Option<Expect>,
+    pub expect_no_result: bool,
+    pub order: usize,
+}
+
+pub(crate) struct WorkEntry {
+    pub id: String,
+    pub data: WorkData,
+    pub state: WorkState,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: SystemTime,
+    pub acknowledged_at: Option<SystemTime>,
+    pub started_at: Option<SystemTime>,
+    pub latest_heartbeat_at: Option<SystemTime>,
+    pub stop_requested_at: Option<SystemTime>,
+    pub stopped_at: Option<SystemTime>,
+    pub claimed_at: Option<SystemTime>,
+    pub claimed_by: Option<String>,
+    pub generation: u32,
+    pub with_secret: bool,
+    pub last_heartbeat: Option<String>,
+    pub last_heartbeat_time: Option<SystemTime>,
+    pub lease_expires_at: Option<SystemTime>,
+    pub ttl_seconds: u64,
+    pub not_extended_next: bool,
+}
+
+impl WorkEntry {
+    fn to_wire(&self, environment_id: &str, secret: Option<String>) -> Work {
+        let ts = |t: Option<SystemTime>| t.map(rfc3339);
+        Work {
+            id: self.id.clone(),
+            kind: "work".into(),
+            environment_id: environment_id.to_owned(),
+            data: self.data.clone(),
+            state: self.state,
+            metadata: self.metadata.clone(),
+            secret,
+            created_at: rfc3339(self.created_at),
+            acknowledged_at: ts(self.acknowledged_at),
+            started_at: ts(self.started_at),
+            latest_heartbeat_at: ts(self.latest_heartbeat_at),
+            stop_requested_at: ts(self.stop_requested_at),
+            stopped_at: ts(self.stopped_at),
+        }
+    }
+
+    fn lease_state(&self) -> WorkLeaseState {
+        WorkLeaseState {
+            last_heartbeat: self.last_heartbeat.clone(),
+            lease_extended: false,
+            state: self.state,
+            ttl_seconds: self.ttl_seconds,
+        }
+    }
+
+    fn requeue(&mut self) {
+        self.state = WorkState::Queued;
+        self.claimed_at = None;
+        self.claimed_by = None;
+        self.acknowledged_at = None;
+        self.started_at = None;
+        self.last_heartbeat = None;
+        self.last_heartbeat_time = None;
+        self.lease_expires_at = None;
+    }
+}
+
+pub(crate) struct SessionEntry {
+    pub id: String,
+    pub status: String,
+    pub title: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub skills: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub agent_name: String,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub events: Vec<Value>,
+    pub tx: broadcast::Sender<StreamMsg>,
+    pub calls: HashMap<String, CallInfo>,
+    pub labels: HashMap<String, String>,
+    pub script: ScriptStatus,
+    pub attachments: u32,
+    pub open_streams: u32,
+    pub stream_faults: VecDeque<StreamFault>,
+    pub work_ids: Vec<String>,
+    pub scenario_name: String,
+    /// Per event type, how many events of that type `await_event` steps have consumed
+    /// (starts at the count present when the session was created).
+    pub awaited: HashMap<String, usize>,
+}
+
+impl SessionEntry {
+    fn to_wire(&self, environment_id: &str) -> Value {
+        json!({
+            "id": self.id,
+            "type": "session",
+            "agent": {
+                "id": "agent_fake0000000000000001",
+                "type": "agent",
+                "name": self.agent_name,
+                "description": null,
+                "version": 1,
+                "model": {"id": "claude-sonnet-5-5"},
+                "system": null,
+                "tools": [{
+                    "type": "agent_toolset_20260401",
+                    "configs": [],
+                    "default_config": {"enabled": true, "permission_policy": {"type": "always_allow"}},
+                }],
+                "skills": self.skills,
+                "mcp_servers": [],
+                "execution_identity": {"type": "service_account"},
+                "multiagent": null,
+            },
+            "archived_at": null,
+            "budget": null,
+            "created_at": rfc3339(self.created_at),
+            "environment_id": environment_id,
+            "metadata": self.metadata,
+            "outcome_evaluations": [],
+            "resources": self.resources,
+            "stats": {"active_seconds": 0.0, "duration_seconds": 0.0},
+            "status": self.status,
+            "title": self.title,
+            "updated_at": rfc3339(self.updated_at),
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "vault_ids": [],
+            "deployment_id": null,
+        })
+    }
+
+    /// The memory-store resource entry for `store_id`, if attached.
+    fn store_resource(&self, store_id: &str) -> Option<&Value> {
+        self.resources.iter().find(|r| {
+            r.get("type").and_then(Value::as_str) == Some("memory_store")
+                && r.get("memory_store_id").and_then(Value::as_str) == Some(store_id)
+        })
+    }
+}
+
+pub(crate) struct TokenInfo {
+    pub work_id: String,
+    pub session_id: String,
+    pub generation: u32,
+}
+
+pub(crate) struct SkillEntry {
+    pub version: SkillVersion,
+    pub archive: Bytes,
+}
+
+pub(crate) struct MemEntry {
+    pub id: String,
+    pub path: String,
+    pub content: String,
+    pub version_id: String,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl MemEntry {
+    fn to_wire(&self, store_id: &str, full: bool) -> Memory {
+        Memory {
+            id: self.id.clone(),
+            kind: "memory".into(),
+            memory_store_id: store_id.to_owned(),
+            path: self.path.clone(),
+            content: full.then(|| self.content.clone()),
+            content_sha256: sha256_hex(&self.content),
+            content_size_bytes: self.content.len() as u64,
+            memory_version_id: self.version_id.clone(),
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+}
+
+pub(crate) struct StoreEntry {
+    pub name: String,
+    pub memories: BTreeMap<String, MemEntry>,
+}
+
+/// Inputs of one dispatched request.
+pub(crate) struct Ctx<'a> {
+    pub seq: u64,
+    pub route: &'a Route,
+    pub query: &'a [(String, String)],
+    pub body: &'a [u8],
+    pub credential: &'a Credential,
+    pub now: SystemTime,
+}
+
+impl Ctx<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn item(&self) -> &str {
+        self.route.item.as_deref().unwrap_or_default()
+    }
+}
+
+/// Lowercase hex SHA-256 of the UTF-8 bytes.
+#[must_use]
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh id with a prefix, e.g. `work_0f3a…`.
+pub(crate) fn new_id(prefix: &str) -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &hex[..24])
+}
+
+/// The whole fake state. Tests read it through [`crate::Handle`] accessors or inside
+/// [`crate::Handle::wait_for`] predicates.
+pub struct State {
+    pub(crate) config: FakeConfig,
+    pub(crate) environment_id: String,
+    pub(crate) environment_key: String,
+    pub(crate) api_key: String,
+    pub(crate) base_url: String,
+    pub(crate) lease_ttl: u64,
+    pub(crate) work: Vec<WorkEntry>,
+    pub(crate) sessions: BTreeMap<String, SessionEntry>,
+    pub(crate) tokens: HashMap<String, TokenInfo>,
+    pub(crate) skills: BTreeMap<String, Vec<SkillEntry>>,
+    pub(crate) stores: BTreeMap<String, StoreEntry>,
+    pub(crate) requests: Vec<RecordedRequest>,
+    pub(crate) heartbeats: Vec<HeartbeatRecord>,
+    pub(crate) stops: Vec<StopRecord>,
+    pub(crate) results: Vec<PostedResult>,
+    pub(crate) failures: Vec<FailureSpec>,
+    pub(crate) delays: Vec<DelaySpec>,
+    pub(crate) pollers: HashMap<String, SystemTime>,
+    pub(crate) lease_expiries: Vec<String>,
+    last_skill_version: u128,
+}
+
+impl State {
+    pub(crate) fn new(config: FakeConfig) -> State {
+        let environment_id = config
+            .environment_id
+            .clone()
+            .unwrap_or_else(|| new_id("env"));
+        let environment_key = config
+            .environment_key
+            .clone()
+            .unwrap_or_else(|| format!("sk-ant-oat01-fake-{}", uuid::Uuid::new_v4().simple()));
+        let api_key = config
+            .api_key
+            .clone()
+            .unwrap_or_else(|| format!("sk-ant-api03-fake-{}", uuid::Uuid::new_v4().simple()));
+        let lease_ttl = config.lease_ttl_seconds;
+        State {
+            config,
+            environment_id,
+            environment_key,
+            api_key,
+            base_url: String::new(),
+            lease_ttl,
+            work: Vec::new(),
+            sessions: BTreeMap::new(),
+            tokens: HashMap::new(),
+            skills: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            requests: Vec::new(),
+            heartbeats: Vec::new(),
+            stops: Vec::new(),
+            results: Vec::new(),
+            failures: Vec::new(),
+            delays: Vec::new(),
+            pollers: HashMap::new(),
+            lease_expiries: Vec::new(),
+            last_skill_version: 0,
+        }
+    }
+
+    // ----------------------------------------------------------------- public read API
+
+    /// The state of a work item.
+    #[must_use]
+    pub fn work_state(&self, work_id: &str) -> Option<WorkState> {
+        self.work_entry(work_id).map(|w| w.state)
+    }
+
+    /// A work item as `GET …/work/{id}` would return it (`secret` null).
+    #[must_use]
+    pub fn work(&self, work_id: &str) -> Option<Work> {
+        self.work_entry(work_id)
+            .map(|w| w.to_wire(&self.environment_id, None))
+    }
+
+    /// How many times the item has been claimed by a poll.
+    #[must_use]
+    pub fn claims(&self, work_id: &str) -> u32 {
+        self.work_entry(work_id).map_or(0, |w| w.generation)
+    }
+
+    /// The `Anthropic-Worker-ID` of the item's latest claim.
+    #[must_use]
+    pub fn claimed_by(&self, work_id: &str) -> Option<&str> {
+        self.work_entry(work_id)
+            .and_then(|w| w.claimed_by.as_deref())
+    }
+
+    /// Work item ids in creation order.
+    #[must_use]
+    pub fn work_ids(&self) -> Vec<String> {
+        self.work.iter().map(|w| w.id.clone()).collect()
+    }
+
+    /// A session's `status`.
+    #[must_use]
+    pub fn session_status(&self, session_id: &str) -> Option<&str> {
+        self.sessions.get(session_id).map(|s| s.status.as_str())
+    }
+
+    /// A session's script progress.
+    #[must_use]
+    pub fn script_status(&self, session_id: &str) -> Option<&ScriptStatus> {
+        self.sessions.get(session_id).map(|s| &s.script)
+    }
+
+    /// How many event streams were ever opened for the session.
+    #[must_use]
+    pub fn stream_attachments(&self, session_id: &str) -> u32 {
+        self.sessions.get(session_id).map_or(0, |s| s.attachments)
+    }
+
+    /// How many event streams of the session are open now.
+    #[must_use]
+    pub fn open_streams(&self, session_id: &str) -> u32 {
+        self.sessions.get(session_id).map_or(0, |s| s.open_streams)
+    }
+
+    /// The session's persisted events.
+    #[must_use]
+    pub fn events(&self, session_id: &str) -> &[Value] {
+        self.sessions
+            .get(session_id)
+            .map_or(&[], |s| s.events.as_slice())
+    }
+
+    /// The event id the script gave a labelled call.
+    #[must_use]
+    pub fn call_id(&self, session_id: &str, label: &str) -> Option<&str> {
+        self.sessions
+            .get(session_id)
+            .and_then(|s| s.labels.get(label))
+            .map(String::as_str)
+    }
+
+    /// How the fake regards a labelled call.
+    #[must_use]
+    pub fn call_state(&self, session_id: &str, label: &str) -> Option<CallState> {
+        let s = self.sessions.get(session_id)?;
+        let id = s.labels.get(label)?;
+        s.calls.get(id).map(|c| c.state)
+    }
+
+    /// Every request received, in order.
+    #[must_use]
+    pub fn requests(&self) -> &[RecordedRequest] {
+        &self.requests
+    }
+
+    /// Every tool result posted to a session, accepted or refused, in order.
+    #[must_use]
+    pub fn tool_results(&self, session_id: &str) -> Vec<&PostedResult> {
+        self.results
+            .iter()
+            .filter(|r| r.session_id == session_id)
+            .collect()
+    }
+
+    /// Every stop call, in order.
+    #[must_use]
+    pub fn stops(&self) -> &[StopRecord] {
+        &self.stops
+    }
+
+    /// Every heartbeat call, in order.
+    #[must_use]
+    pub fn heartbeats(&self) -> &[HeartbeatRecord] {
+        &self.heartbeats
+    }
+
+    /// Work items whose lease expired (re-queued or stopped by the sweep), in order.
+    #[must_use]
+    pub fn lease_expiries(&self) -> &[String] {
+        &self.lease_expiries
+    }
+
+    /// Queue statistics as `GET …/work/stats` would report them now.
+    #[must_use]
+    pub fn stats(&self, now: SystemTime) -> QueueStats {
+        let queued = self.work.iter().filter(|w| w.state == WorkState::Queued);
+        let pending = queued.clone().filter(|w| w.claimed_at.is_some()).count() as u64;
+        let depth = queued.clone().filter(|w| w.claimed_at.is_none()).count() as u64;
+        let oldest = queued.map(|w| w.created_at).min().map(rfc3339);
+        let window = self.config.workers_polling_window;
+        let polling = self
+            .pollers
+            .values()
+            .filter(|t| now.duration_since(**t).unwrap_or_default() <= window)
+            .count() as u64;
+        QueueStats {
+            kind: "work_queue_stats".into(),
+            depth,
+            pending,
+            oldest_queued_at: oldest,
+            workers_polling: Some(polling),
+        }
+    }
+
+    // ----------------------------------------------------------------- bookkeeping
+
+    fn work_entry(&self, work_id: &str) -> Option<&WorkEntry> {
+        self.work.iter().find(|w| w.id == work_id)
+    }
+
+    fn work_mut(&mut self, work_id: &str) -> Result<&mut WorkEntry, ApiError> {
+        self.work
+            .iter_mut()
+            .find(|w| w.id == work_id)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("work item {work_id} not found")).code("work_not_found")
+            })
+    }
+
+    fn session_mut(&mut self, session_id: &str) -> Result<&mut SessionEntry, ApiError> {
+        self.sessions.get_mut(session_id).ok_or_else(|| {
+            ApiError::not_found(format!("session {session_id} not found")).code("session_not_found")
+        })
+    }
+
+    pub(crate) fn identify(&self, token: Option<&str>) -> Credential {
+        let Some(token) = token else {
+            return Credential::None;
+        };
+        if token == self.api_key {
+            Credential::ApiKey
+        } else if token == self.environment_key {
+            Credential::EnvironmentKey
+        } else if let Some(t) = self.tokens.get(token) {
+            Credential::SessionsToken {
+                work_id: t.work_id.clone(),
+                session_id: t.session_id.clone(),
+                generation: t.generation,
+            }
+        } else {
+            Credential::Unknown
+        }
+    }
+
+    pub(crate) fn set_status(&mut self, seq: u64, status: u16) {
+        if let Some(r) = self.requests.iter_mut().rev().find(|r| r.seq == seq) {
+            r.status = Some(status);
+        }
+    }
+
+    pub(crate) fn take_failure(
+        &mut self,
+        endpoint: Endpoint,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Option<FailureSpec> {
+        let f = self
+            .failures
+            .iter_mut()
+            .find(|f| f.matches(endpoint, path, query))?;
+        f.times -= 1;
+        let out = f.clone();
+        self.failures.retain(|f| f.times > 0);
+        Some(out)
+    }
+
+    pub(crate) fn take_delay(&mut self, endpoint: Endpoint) -> Option<Duration> {
+        let d = self.delays.iter_mut().find(|d| d.endpoint == endpoint)?;
+        let delay = d.delay;
+        if let Some(n) = d.remaining.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.delays.retain(|d| d.remaining != Some(0));
+        Some(delay)
+    }
+
+    /// Returns expired leases to the queue. True when something changed.
+    pub(crate) fn sweep(&mut self, now: SystemTime) -> bool {
+        let mut changed = false;
+        for w in &mut self.work {
+            let live = matches!(
+                w.state,
+                WorkState::Starting | WorkState::Active | WorkState::Stopping
+            );
+            if live && w.lease_expires_at.is_some_and(|t| now > t) {
+                if w.state == WorkState::Stopping {
+                    w.state = WorkState::Stopped;
+                    w.stopped_at = Some(now);
+                    w.lease_expires_at = None;
+                } else {
+                    w.requeue();
+                }
+                self.lease_expiries.push(w.id.clone());
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    // ----------------------------------------------------------------- authorisation
+
+    /// Applies the §15.1 auth matrix. `Credential::None`/`Unknown` were handled already.
+    pub(crate) fn authorize(&self, route: &Route, cred: &Credential) -> Result<(), ApiError> {
+        use Endpoint as E;
+        let denied = |what: &str| {
+            ApiError::forbidden(format!("this credential may not call {what}"))
+                .code("credential_not_permitted")
+        };
+        let env_route = matches!(
+            route.endpoint,
+            E::EnvironmentRetrieve
+                | E::Poll
+                | E::Ack
+                | E::Heartbeat
+                | E::Stop
+                | E::Stats
+                | E::ListWork
+                | E::RetrieveWork
+                | E::UpdateWork
+        );
+        if env_route && route.owner != self.environment_id {
+            return Err(
+                ApiError::not_found(format!("environment {} not found", route.owner))
+                    .code("environment_not_found"),
+            );
+        }
+        let own_item = |c: &Credential| matches!(c, Credential::SessionsToken { work_id, .. } if Some(work_id.as_str()) == route.item.as_deref());
+        let ok = match route.endpoint {
+            E::Poll | E::Ack | E::ListWork => matches!(cred, Credential::EnvironmentKey),
+            E::Heartbeat => matches!(cred, Credential::EnvironmentKey) || own_item(cred),
+            E::Stop => {
+                matches!(cred, Credential::ApiKey | Credential::EnvironmentKey) || own_item(cred)
+            }
+            E::Stats | E::EnvironmentRetrieve => {
+                matches!(cred, Credential::ApiKey | Credential::EnvironmentKey)
+            }
+            E::RetrieveWork | E::UpdateWork => matches!(cred, Credential::ApiKey),
+            E::SessionRetrieve | E::EventsStream | E::EventsList | E::EventsSend => match cred {
+                Credential::ApiKey | Credential::EnvironmentKey => true,
+                Credential::SessionsToken { session_id, .. } => *session_id == route.owner,
+                _ => false,
+            },
+            E::SkillVersion | E::SkillContent => true,
+            E::MemoryList
+            | E::MemoryRetrieve
+            | E::MemoryCreate
+            | E::MemoryUpdate
+            | E::MemoryDelete => {
+                return self.authorize_memory(route, cred);
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(denied(route.endpoint.as_str()))
+        }
+    }
+
+    fn authorize_memory(&self, route: &Route, cred: &Credential) -> Result<(), ApiError> {
+        match cred {
+            Credential::ApiKey => Ok(()),
+            Credential::EnvironmentKey => Err(ApiError::forbidden(
+                "memory store endpoints do not accept the environment key",
+            )
+            .code("environment_key_not_accepted")),
+            Credential::SessionsToken { session_id, .. } => {
+                let resource = self
+                    .sessions
+                    .get(session_id)
+                    .and_then(|s| s.store_resource(&route.owner));
+                let Some(resource) = resource else {
+                    return Err(ApiError::forbidden(
+                        "this memory store is not attached to the token's session",
+                    )
+                    .code("memory_store_not_attached"));
+                };
+                let write = matches!(
+                    route.endpoint,
+                    Endpoint::MemoryCreate | Endpoint::MemoryUpdate | Endpoint::MemoryDelete
+                );
+                let read_only = resource.get("access").and_then(Value::as_str) == Some("read_only");
+                if write && read_only {
+                    Err(
+                        ApiError::forbidden("this memory store is attached read-only")
+                            .code("memory_store_read_only"),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Credential::None | Credential::Unknown => {
+                Err(ApiError::unauthorized("invalid credentials"))
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- dispatch
+
+    /// Serves every route except poll and the event stream (which wait).
+    pub(crate) fn dispatch(&mut self, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+        use Endpoint as E;
+        match ctx.route.endpoint {
+            E::EnvironmentRetrieve => Ok(Reply::Json(self.environment_json(ctx.now))),
+            E::Ack => self.ack(ctx.item(), ctx.now).and_then(|w| Reply::json(&w)),
+            E::Heartbeat => self.heartbeat_call(ctx),
+            E::Stop => self.stop_call(ctx),
+            E::Stats => Reply::json(&self.stats(ctx.now)),
+            E::ListWork => self.list_work(ctx),
+            E::RetrieveWork => {
+                let w = self.work(ctx.item()).ok_or_else(|| {
+                    ApiError::not_found(format!("work item {} not found", ctx.item()))
+                        .code("work_not_found")
+                })?;
+                Reply::json(&w)
+            }
+            E::UpdateWork => self.update_work(ctx),
+            E::SessionRetrieve => {
+                let env = self.environment_id.clone();
+                let s = self.session_mut(&ctx.route.owner)?;
+                Ok(Reply::Json(s.to_wire(&env)))
+            }
+            E::EventsList => self.list_events(ctx),
+            E::EventsSend => self.send_events_call(ctx),
+            E::SkillVersion => {
+                let v = self.skill_version(&ctx.route.owner, ctx.item())?;
+                Reply::json(&v.version)
+            }
+            E::SkillContent => {
+                let v = self.skill_version(&ctx.route.owner, ctx.item())?;
+                Ok(Reply::Bytes {
+                    content_type: memory::archive_content_type(&v.archive),
+                    body: v.archive.clone(),
+                })
+            }
+            E::MemoryList => self.memory_list(ctx),
+            E::MemoryRetrieve => self.memory_retrieve(ctx),
+            E::MemoryCreate => self.memory_create(ctx),
+            E::MemoryUpdate => self.memory_update(ctx),
+            E::MemoryDelete => self.memory_delete(ctx),
+            E::Poll | E::EventsStream => {
+                Err(ApiError::new(500, "api_error", "not dispatched here"))
+            }
+        }
+    }
+
+    fn environment_json(&self, now: SystemTime) -> Value {
+        json!({
+            "id": self.environment_id,
+            "type": "environment",
+            "name": "fake-self-hosted",
+            "description": null,
+            "config": {"type": "self_hosted"},
+            "metadata": {},
+            "scope": "organization",
+            "created_at": rfc3339(now),
+            "updated_at": rfc3339(now),
+            "archived_at": null,
+        })
+    }
+}
+
+pub(super) fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Lower-case slug: runs of non-alphanumerics become `-`.
+pub(crate) fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    if trimmed.is_empty() {
+        "store".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+pub(super) fn parse_limit(v: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {max}"
+            ))),
+        },
+    }
+}
+
+pub(super) fn parse_cursor(v: Option<&str>, prefix: &str) -> Result<usize, ApiError> {
+    match v {
+        None | Some("") => Ok(0),
+        Some(s) => s
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::bad_request("invalid page cursor")),
+    }
+}
+
+pub(super) fn paginate<T>(all: Vec<T>, start: usize, limit: usize, prefix: &str) -> Page<T> {
+    let total = all.len();
+    let data: Vec<T> = all.into_iter().skip(start).take(limit).collect();
+    let end = start + data.len();
+    Page {
+        data,
+        next_page: (end < total).then(|| format!("{prefix}{end}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::validate_memory_path;
+    use super::sessions::validate_content;
+    use super::*;
+
+    fn state() -> State {
+        State::new(FakeConfig::default())
+    }
+
+    #[test]
+    fn content_rules() {
+        assert!(validate_content(Some(&[json!({"type": "text", "text": "ok"})]), false).is_ok());
+        assert!(validate_content(Some(&[json!({"type": "text", "text": ""})]), false).is_err());
+        assert!(validate_content(Some(&[]), false).is_err());
+        assert!(validate_content(None, false).is_err());
+        let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}});
+        assert!(validate_content(Some(std::slice::from_ref(&image)), false).is_ok());
+        assert!(validate_content(Some(&[image]), true).is_err());
+        assert!(validate_content(Some(&[json!({"type": "tool_use"})]), false).is_err());
+    }
+
+    #[test]
+    fn memory_paths() {
+        assert!(validate_memory_path("/a/b.md").is_ok());
+        assert!(validate_memory_path("a.md").is_err());
+        assert!(validate_memory_path("/a/../b").is_err());
+        assert!(validate_memory_path("/a//b").is_err());
+        assert!(validate_memory_path("/").is_err());
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("User Preferences"), "user-preferences");
+        assert_eq!(slug("!!"), "store");
+    }
+
+    #[test]
+    fn lease_expiry_requeues_and_old_echo_fails() {
+        let mut s = state();
+        let t0 = SystemTime::now();
+        let session = s.create_session(&Scenario::default(), t0);
+        let work = s.enqueue(
+            WorkData {
+                kind: Some("session".into()),
+                id: session,
+            },
+            true,
+            t0,
+        );
+        assert!(s.claim(t0, Some("w1"), Duration::from_secs(5)).is_some());
+        s.ack(&work, t0).expect("ack");
+        let hb = s
+            .heartbeat(
+                &work,
+                &Credential::EnvironmentKey,
+                Some(NO_HEARTBEAT),
+                None,
+                t0,
+            )
+            .expect("first beat");
+        assert_eq!(hb.state, WorkState::Active);
+        let later = t0 + Duration::from_secs(s.lease_ttl + 1);
+        assert!(s.sweep(later));
+        assert_eq!(s.work_state(&work), Some(WorkState::Queued));
+        let err = s
+            .heartbeat(
+                &work,
+                &Credential::EnvironmentKey,
+                Some(&hb.last_heartbeat),
+                None,
+                later,
+            )
+            .expect_err("stale holder");
+        assert_eq!(err.status, 412);
+        let again = s
+            .claim(later, Some("w2"), Duration::from_secs(5))
+            .expect("reclaim");
+        assert_eq!(again.id, work);
+        assert_eq!(s.claims(&work), 2);
+        assert_eq!(s.claimed_by(&work), Some("w2"));
+    }
+
+    #[test]
+    fn pagination_cursor() {
+        let page = paginate((0..5).collect::<Vec<_>>(), 0, 2, "x_");
+        assert_eq!(page.data, vec![0, 1]);
+        assert_eq!(page.next_page.as_deref(), Some("x_2"));
+        let last = paginate((0..5).collect::<Vec<_>>(), 4, 2, "x_");
+        assert_eq!(last.data, vec![4]);
+        assert_eq!(last.next_page, None);
+        assert_eq!(parse_cursor(Some("x_4"), "x_").expect("cursor"), 4);
+        assert!(parse_cursor(Some("bogus"), "x_").is_err());
+    }
+}

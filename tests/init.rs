@@ -1,0 +1,6 @@
+//! The sandbox init helper for the integration tests (the same entry point
+//! the `wasm-sandbox` CLI exposes as its hidden `__sandbox-init` command).
+
+fn main() {
+    wasm_sandbox_native::sandbox_init_main(std::env::args_os().skip(1))
+}
