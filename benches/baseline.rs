@@ -18,7 +18,10 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -31,8 +34,15 @@ impl wasm_sandbox::tools::host::Host for State {
 fn store(engine: &Engine, ws: &Path) -> Store<State> {
     let mut b = WasiCtx::builder();
     b.allow_blocking_current_thread(true);
-    b.preopened_dir(ws, "/workspace", FsPerms::ReadWrite).expect("preopen");
-    Store::new(engine, State { wasi: b.build(), table: ResourceTable::new() })
+    b.preopened_dir(ws, "/workspace", FsPerms::ReadWrite)
+        .expect("preopen");
+    Store::new(
+        engine,
+        State {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+        },
+    )
 }
 
 pub fn run(n: usize, ws: &Path) {
@@ -40,8 +50,11 @@ pub fn run(n: usize, ws: &Path) {
     let component = Component::new(&engine, FILE_TOOLS_COMPONENT).expect("compile");
     let mut linker: Linker<State> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("link");
-    wasm_sandbox::tools::host::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
-        .expect("link host");
+    wasm_sandbox::tools::host::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+        &mut linker,
+        |s| s,
+    )
+    .expect("link host");
     let pre = ToolsPre::new(linker.instantiate_pre(&component).expect("pre")).expect("pre");
 
     let stats = measure("bare: store + preopen + instantiate", 50, n, || {
@@ -55,7 +68,10 @@ pub fn run(n: usize, ws: &Path) {
     let tools = pre.instantiate(&mut s).expect("instantiate");
     let req = r#"{"name":"read","input":{"file_path":"file4k.txt"},"config":{}}"#;
     let stats = measure("bare: read 4 KiB", 100, n, || {
-        let out = tools.wasm_sandbox_tools_file_tools().call_call(&mut s, req).expect("call");
+        let out = tools
+            .wasm_sandbox_tools_file_tools()
+            .call_call(&mut s, req)
+            .expect("call");
         assert!(out.contains("abcdefghijklmno"));
     });
     println!("{}", stats.row());

@@ -23,13 +23,28 @@ fn main() {
 
     header("Session cold start (sandbox ready)");
     for pooling in [true, false] {
-        let config = RuntimeConfig { engine: EngineConfig { pooling, ..Default::default() }, ..Default::default() };
+        let config = RuntimeConfig {
+            engine: EngineConfig {
+                pooling,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let rt = Runtime::new(config).expect("runtime");
         let mut i = 0u64;
-        let label = if pooling { "session ready (pooling)" } else { "session ready (on-demand)" };
+        let label = if pooling {
+            "session ready (pooling)"
+        } else {
+            "session ready (on-demand)"
+        };
         let stats = measure(label, 50, n, || {
             i += 1;
-            let s = rt.session(SessionSpec::new("b", dir.path().join(format!("{}-{i}", pooling)))).expect("session");
+            let s = rt
+                .session(SessionSpec::new(
+                    "b",
+                    dir.path().join(format!("{pooling}-{i}")),
+                ))
+                .expect("session");
             std::hint::black_box(&s);
             drop(s);
         });
@@ -37,14 +52,17 @@ fn main() {
     }
 
     let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
-    let session = rt.session(SessionSpec::new("bench", dir.path().join("main"))).expect("session");
+    let session = rt
+        .session(SessionSpec::new("bench", dir.path().join("main")))
+        .expect("session");
     let ws = session.workspace_dir().to_path_buf();
     std::fs::write(ws.join("file4k.txt"), "abcdefghijklmno\n".repeat(256)).expect("write");
     let tree = ws.join("tree");
     for i in 0..1000 {
         let d = tree.join(format!("d{}", i % 20));
         std::fs::create_dir_all(&d).expect("mkdir");
-        let body = format!("line one of file {i}\nfn main() {{ println!(\"needle {i}\"); }}\nlast line\n");
+        let body =
+            format!("line one of file {i}\nfn main() {{ println!(\"needle {i}\"); }}\nlast line\n");
         std::fs::write(d.join(format!("f{i}.rs")), body).expect("write");
     }
 
@@ -56,14 +74,22 @@ fn main() {
     });
     println!("{}", stats.row());
 
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
     let stats = measure("read 4 KiB (async call_tool)", 100, n, || {
         let r = tokio.block_on(session.call_tool(&read)).expect("tool");
         assert!(!r.is_error);
     });
     println!("{}", stats.row());
 
-    let grep = ToolCall::new("t", "grep", json!({"pattern": "needle 99[0-9]", "path": "tree"}));
+    let grep = ToolCall::new(
+        "t",
+        "grep",
+        json!({"pattern": "needle 99[0-9]", "path": "tree"}),
+    );
     let stats = measure("grep over 1,000 files", 3, (n / 20).max(20), || {
         let r = session.call_file_tool_blocking(&grep).expect("tool");
         assert!(!r.is_error);

@@ -9,10 +9,18 @@ fn main() {
     let out = wasm_sandbox_guest_build::build_guest(&crate_dir, &root, &[]);
     let bins = std::fs::read_dir(crate_dir.join("src/bin")).expect("tests/programs/src/bin");
     for entry in bins.flatten() {
-        let name = entry.path().file_stem().and_then(|s| s.to_str()).map(str::to_string);
+        let name = entry
+            .path()
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string);
         if let Some(name) = name {
             let wasm = out.join(format!("{name}.wasm"));
-            println!("cargo:rustc-env={}_WASM={}", name.to_uppercase(), wasm.display());
+            println!(
+                "cargo:rustc-env={}_WASM={}",
+                name.to_uppercase(),
+                wasm.display()
+            );
         }
     }
 }

@@ -26,9 +26,24 @@ impl Stats {
     pub fn from_samples(name: &str, mut samples: Vec<Duration>) -> Stats {
         samples.sort();
         let n = samples.len().max(1);
-        let pick = |q: f64| samples.get(((n as f64 * q).ceil() as usize).saturating_sub(1).min(n - 1)).copied().unwrap_or_default();
+        let pick = |q: f64| {
+            samples
+                .get(
+                    ((n as f64 * q).ceil() as usize)
+                        .saturating_sub(1)
+                        .min(n - 1),
+                )
+                .copied()
+                .unwrap_or_default()
+        };
         let total: Duration = samples.iter().sum();
-        Stats { name: name.to_string(), n: samples.len(), p50: pick(0.50), p99: pick(0.99), mean: total / n as u32 }
+        Stats {
+            name: name.to_string(),
+            n: samples.len(),
+            p50: pick(0.50),
+            p99: pick(0.99),
+            mean: total / n as u32,
+        }
     }
 
     /// A markdown table row: `| name | n | p50 µs | p99 µs | mean µs |`.
@@ -71,7 +86,10 @@ pub fn header(title: &str) {
 
 /// Iteration count: `BENCH_ITERS` or the default.
 pub fn iters(default: usize) -> usize {
-    std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[cfg(test)]

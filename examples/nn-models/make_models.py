@@ -5,7 +5,8 @@ classify.onnx: a 4-feature, 3-class linear classifier.
     input  x      float32 [1, 4]
     output logits float32 [1, 3]  = x @ W + b
     output probs  float32 [1, 3]  = softmax(logits)
-The weights below are the ground truth the tests recompute.
+The weights below are the ground truth the tests recompute; they are also
+written to classify.weights.json for gpu_check.py.
 
 Needs only the `onnx` package (tested with onnx 1.19.1):
     python3 -m venv .venv && .venv/bin/pip install onnx==1.19.1
@@ -13,6 +14,7 @@ Needs only the `onnx` package (tested with onnx 1.19.1):
 The output is deterministic; the .onnx files are committed so CI needs no Python.
 """
 
+import json
 import os
 
 import onnx
@@ -55,6 +57,13 @@ def main() -> None:
     path = os.path.join(here, "classify.onnx")
     onnx.save(classify(), path)
     print(f"{path}: {os.path.getsize(path)} bytes")
+    # The same weights for machines without `onnx` (gpu_check.py builds the
+    # model in torch from them).
+    weights = os.path.join(here, "classify.weights.json")
+    with open(weights, "w") as f:
+        json.dump({"W": [W[i : i + 3] for i in range(0, 12, 3)], "b": B}, f)
+        f.write("\n")
+    print(weights)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use wasm_sandbox_runtime::{CommandComponent, MemoryMount, Runtime, RuntimeConfig, Session, SessionSpec, ToolCall, ToolResult};
+use wasm_sandbox_runtime::{
+    CommandComponent, MemoryMount, Runtime, RuntimeConfig, Session, SessionSpec, ToolCall,
+    ToolResult,
+};
 
 /// The runtime shared by all tests of this binary.
 pub fn runtime() -> &'static Runtime {
@@ -48,8 +51,16 @@ impl Fixture {
         std::fs::write(base.join("notes/policy.md"), "be nice\n").unwrap();
         let mut spec = SessionSpec::new("test", base.join("root"));
         spec.memory_stores = vec![
-            MemoryMount { guest_path: "/mnt/memory/notes".into(), host_path: base.join("notes"), read_only: true },
-            MemoryMount { guest_path: "/mnt/memory/scratch".into(), host_path: base.join("scratch"), read_only: false },
+            MemoryMount {
+                guest_path: "/mnt/memory/notes".into(),
+                host_path: base.join("notes"),
+                read_only: true,
+            },
+            MemoryMount {
+                guest_path: "/mnt/memory/scratch".into(),
+                host_path: base.join("scratch"),
+                read_only: false,
+            },
         ];
         let session = runtime().session(spec).expect("session");
         Fixture { dir, session }
@@ -65,14 +76,22 @@ impl Fixture {
 
     /// Runs the probe: `fs_probe <op> <path> [arg]`; returns its one line.
     pub fn probe(&self, op: &str, path: &str, arg: &str) -> String {
-        let args: Vec<String> = ["fs_probe", op, path, arg].iter().map(|s| s.to_string()).collect();
-        let out = self.session.run_command(fs_probe(), &args, b"").expect("run fs_probe");
+        let args: Vec<String> = ["fs_probe", op, path, arg]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = self
+            .session
+            .run_command(fs_probe(), &args, b"")
+            .expect("run fs_probe");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Runs a tool call on the current thread's runtime.
     pub fn tool(&self, name: &str, input: Value) -> ToolResult {
         let call = ToolCall::new("toolu_test", name, input);
-        self.session.call_file_tool_blocking(&call).expect("a file tool")
+        self.session
+            .call_file_tool_blocking(&call)
+            .expect("a file tool")
     }
 }

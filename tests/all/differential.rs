@@ -19,7 +19,13 @@ use std::path::{Path, PathBuf};
 use wasm_sandbox_runtime::{Cap, MemoryMount, SessionSpec, ToolCall, ToolResult};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/differential");
-const ROOTS: [&str; 5] = ["/workspace", "/mnt/session/outputs", "/mnt/memory/notes", "/mnt/memory/scratch", "/outside"];
+const ROOTS: [&str; 5] = [
+    "/workspace",
+    "/mnt/session/outputs",
+    "/mnt/memory/notes",
+    "/mnt/memory/scratch",
+    "/outside",
+];
 
 #[derive(Deserialize)]
 struct Case {
@@ -91,13 +97,21 @@ fn build_fixture(h: &Path, name: &str) {
             "fifo" => {
                 let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
                 // SAFETY: a valid NUL-terminated path.
-                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", p.display());
+                assert_eq!(
+                    unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+                    0,
+                    "mkfifo {}",
+                    p.display()
+                );
             }
             other => panic!("unknown fixture kind {other}"),
         }
     }
     // mtimes last, deepest first (creating children bumps a dir's mtime).
-    let mut timed: Vec<&Entry> = entries.iter().filter(|e| e.mtime.is_some() && e.kind != "symlink" && e.kind != "hardlink").collect();
+    let mut timed: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.mtime.is_some() && e.kind != "symlink" && e.kind != "hardlink")
+        .collect();
     timed.sort_by_key(|e| std::cmp::Reverse(e.path.matches('/').count()));
     for e in timed {
         set_times(&host(h, &e.path), e.mtime.unwrap());
@@ -107,10 +121,20 @@ fn build_fixture(h: &Path, name: &str) {
 /// `utimensat` without opening the file (opening a FIFO would block).
 fn set_times(p: &Path, secs: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let t = libc::timespec { tv_sec: secs, tv_nsec: 0 };
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
     let times = [t, t];
     // SAFETY: valid path and a two-element timespec array.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0, "utimensat {}", p.display());
 }
 
@@ -124,7 +148,9 @@ fn cap(config: &serde_json::Map<String, Value>, key: &str) -> Cap {
 
 fn tree(h: &Path) -> BTreeMap<String, Value> {
     fn walk(h: &Path, dir: &Path, out: &mut BTreeMap<String, Value>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in rd.flatten() {
             let p = entry.path();
             let guest = format!("/{}", p.strip_prefix(h).unwrap().to_string_lossy());
@@ -154,7 +180,10 @@ fn tree(h: &Path) -> BTreeMap<String, Value> {
 
 fn normalise(result: &Option<ToolResult>, unordered: bool) -> Option<ToolResult> {
     let mut r = result.clone()?;
-    if unordered && let [block] = r.content.as_mut_slice() && let Some(Value::String(t)) = block.get_mut("text") {
+    if unordered
+        && let [block] = r.content.as_mut_slice()
+        && let Some(Value::String(t)) = block.get_mut("text")
+    {
         let mut lines: Vec<&str> = t.split('\n').collect();
         lines.sort_unstable();
         *t = lines.join("\n");
@@ -171,8 +200,16 @@ async fn run_case(case: &Case) -> Result<(), String> {
     spec.workspace = Some(host(&h, "/workspace"));
     spec.outputs = Some(host(&h, "/mnt/session/outputs"));
     spec.memory_stores = vec![
-        MemoryMount { guest_path: "/mnt/memory/notes".into(), host_path: host(&h, "/mnt/memory/notes"), read_only: true },
-        MemoryMount { guest_path: "/mnt/memory/scratch".into(), host_path: host(&h, "/mnt/memory/scratch"), read_only: false },
+        MemoryMount {
+            guest_path: "/mnt/memory/notes".into(),
+            host_path: host(&h, "/mnt/memory/notes"),
+            read_only: true,
+        },
+        MemoryMount {
+            guest_path: "/mnt/memory/scratch".into(),
+            host_path: host(&h, "/mnt/memory/scratch"),
+            read_only: false,
+        },
     ];
     spec.max_file_bytes = cap(&case.config, "max_file_bytes");
     spec.max_image_base64_bytes = cap(&case.config, "max_image_base64_bytes");
@@ -181,10 +218,18 @@ async fn run_case(case: &Case) -> Result<(), String> {
         serde_json::json!({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"})
     });
     spec.env = Some(serde_json::from_value(env).unwrap());
-    let session = runtime().session(spec).map_err(|e| format!("session: {e}"))?;
+    let session = runtime()
+        .session(spec)
+        .map_err(|e| format!("session: {e}"))?;
     let mut outcome = Ok(());
     for (i, (call, expected)) in case.calls.iter().zip(&case.results).enumerate() {
-        let got = session.call_tool(&ToolCall::new(format!("toolu_{i}"), &call.name, call.input.clone())).await;
+        let got = session
+            .call_tool(&ToolCall::new(
+                format!("toolu_{i}"),
+                &call.name,
+                call.input.clone(),
+            ))
+            .await;
         if case.tool == "bash" {
             // The reference settles 0.1 s after each bash call (see the README).
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -245,7 +290,11 @@ fn check(family: impl Fn(&Case) -> bool) {
         .collect();
     assert!(!cases.is_empty());
     let known = known_differences();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut unexpected = Vec::new();
     let mut stale = Vec::new();
     let mut failed = 0usize;
@@ -265,11 +314,26 @@ fn check(family: impl Fn(&Case) -> bool) {
         }
     }
     let passed = cases.len() - failed;
-    eprintln!("differential: {passed}/{} cases match the reference", cases.len());
-    assert!(unexpected.is_empty(), "{} unexpected differences:\n{}", unexpected.len(), unexpected.join("\n"));
-    assert!(stale.is_empty(), "listed as known differences but now match (remove them): {stale:?}");
+    eprintln!(
+        "differential: {passed}/{} cases match the reference",
+        cases.len()
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected differences:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+    assert!(
+        stale.is_empty(),
+        "listed as known differences but now match (remove them): {stale:?}"
+    );
     if only.is_none() {
-        assert!(passed * 100 >= cases.len() * 99, "only {passed}/{} match", cases.len());
+        assert!(
+            passed * 100 >= cases.len() * 99,
+            "only {passed}/{} match",
+            cases.len()
+        );
     }
 }
 

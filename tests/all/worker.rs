@@ -229,7 +229,10 @@ async fn environment_key_never_reaches_a_child() {
     let results = fake.tool_results(&session_id);
     assert_eq!(results.len(), 1);
     let text = results[0].text();
-    assert!(text.contains("PATH="), "bash ran and printed its environment:\n{text}");
+    assert!(
+        text.contains("PATH="),
+        "bash ran and printed its environment:\n{text}"
+    );
     assert!(
         !text.contains(&fake.environment_key()),
         "child saw the key:\n{text}"

@@ -36,7 +36,9 @@ pub fn run(input: &Value, cfg: &ToolConfig) -> Result<ToolValue, ToolFail> {
         && !m.is_file()
         && !m.is_dir()
     {
-        return Err(ToolFail::Tool(format!("write: {file_path}: not a regular file")));
+        return Err(ToolFail::Tool(format!(
+            "write: {file_path}: not a regular file"
+        )));
     }
     std::fs::write(&target, args.content.as_bytes())
         .map_err(|e| fs_reason("write", file_path, &e))?;

@@ -38,7 +38,11 @@ fn main() -> ExitCode {
     // init path, or called as `wasm-sandbox __sandbox-init ...`.
     let mut args = std::env::args_os();
     let argv0 = args.next();
-    if argv0.as_deref() == Some(std::ffi::OsStr::new(wasm_sandbox_native::sandbox::INIT_GUEST_PATH)) {
+    if argv0.as_deref()
+        == Some(std::ffi::OsStr::new(
+            wasm_sandbox_native::sandbox::INIT_GUEST_PATH,
+        ))
+    {
         wasm_sandbox_native::sandbox_init_main(args);
     }
     let mut rest = std::env::args_os().skip(1);
@@ -70,7 +74,9 @@ fn serve(args: wasm_sandbox_worker::serve::ServeArgs) -> anyhow::Result<ExitCode
     // The environment key must never reach a child: drop it from the process
     // environment before any thread (or sandbox) exists.
     wasm_sandbox_worker::serve::scrub_environment_key();
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     tokio.block_on(wasm_sandbox_worker::serve::serve(args))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -78,7 +84,9 @@ fn serve(args: wasm_sandbox_worker::serve::ServeArgs) -> anyhow::Result<ExitCode
 /// Makes this binary the sandbox init helper unless one is configured
 /// (`WASM_SANDBOX_INIT`) or installed beside it (`wasm-sandbox-init`).
 fn use_self_as_init() {
-    if std::env::var_os("WASM_SANDBOX_INIT").is_some() || wasm_sandbox_native::locate_init().is_some() {
+    if std::env::var_os("WASM_SANDBOX_INIT").is_some()
+        || wasm_sandbox_native::locate_init().is_some()
+    {
         return;
     }
     if let Ok(exe) = std::env::current_exe() {
@@ -91,9 +99,15 @@ fn use_self_as_init() {
 fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

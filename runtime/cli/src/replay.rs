@@ -19,7 +19,9 @@ use wasm_sandbox_runtime::{Cap, MemoryMount, Runtime, RuntimeConfig, SessionSpec
 /// `web_fetch`) produce no line, as the reference posts nothing for them.
 /// All calls share one session, so bash state persists between lines.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  echo '{\"id\":\"1\",\"name\":\"read\",\"input\":{\"file_path\":\"a.txt\"}}' | wasm-sandbox replay --workdir ./ws")]
+#[command(
+    after_help = "Example:\n  echo '{\"id\":\"1\",\"name\":\"read\",\"input\":{\"file_path\":\"a.txt\"}}' | wasm-sandbox replay --workdir ./ws"
+)]
 pub struct ReplayCommand {
     /// Host directory that becomes /workspace (created if missing).
     #[arg(long, value_name = "DIR")]
@@ -66,19 +68,28 @@ impl ReplayCommand {
     pub fn execute(self) -> Result<ExitCode> {
         let config = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read {}", path.display()))?;
                 toml_config(&text).with_context(|| format!("failed to parse {}", path.display()))?
             }
             None => RuntimeConfig::default(),
         };
-        let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         tokio.block_on(self.run(config))
     }
 
     async fn run(self, config: RuntimeConfig) -> Result<ExitCode> {
         let runtime = Runtime::new(config).context("failed to start the sandbox runtime")?;
-        let scratch = tempfile::Builder::new().prefix("wasm-sandbox-replay-").tempdir()?;
-        let outputs = self.outputs.clone().unwrap_or_else(|| scratch.path().join("outputs"));
+        let scratch = tempfile::Builder::new()
+            .prefix("wasm-sandbox-replay-")
+            .tempdir()?;
+        let outputs = self
+            .outputs
+            .clone()
+            .unwrap_or_else(|| scratch.path().join("outputs"));
         let mut spec = SessionSpec::new("replay", scratch.path());
         spec.workspace = Some(self.workdir.clone());
         spec.outputs = Some(outputs);
@@ -89,7 +100,9 @@ impl ReplayCommand {
         if !self.env.is_empty() {
             spec.env = Some(self.env.iter().cloned().collect::<BTreeMap<_, _>>());
         }
-        let session = runtime.session(spec).context("failed to create the session sandbox")?;
+        let session = runtime
+            .session(spec)
+            .context("failed to create the session sandbox")?;
 
         let stdin = std::io::stdin().lock();
         let mut stdout = std::io::stdout().lock();
@@ -102,20 +115,28 @@ impl ReplayCommand {
             let parsed: Line = match serde_json::from_str(&line) {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("error: line {}: not a tool call ({{\"id\", \"name\", \"input\"}}): {e}", n + 1);
+                    eprintln!(
+                        "error: line {}: not a tool call ({{\"id\", \"name\", \"input\"}}): {e}",
+                        n + 1
+                    );
                     bad_lines += 1;
                     continue;
                 }
             };
             let call = ToolCall::new(parsed.id, parsed.name, parsed.input);
             if let Some(result) = session.call_tool(&call).await {
-                let out = json!({"id": call.id, "content": result.content, "is_error": result.is_error});
+                let out =
+                    json!({"id": call.id, "content": result.content, "is_error": result.is_error});
                 writeln!(stdout, "{out}")?;
                 stdout.flush()?;
             }
         }
         session.close().await;
-        Ok(if bad_lines > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        Ok(if bad_lines > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 }
 
@@ -124,7 +145,9 @@ fn toml_config(text: &str) -> Result<RuntimeConfig> {
 }
 
 fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
-    let (guest, rest) = s.split_once('=').ok_or("expected /mnt/memory/NAME=HOSTDIR[:ro]")?;
+    let (guest, rest) = s
+        .split_once('=')
+        .ok_or("expected /mnt/memory/NAME=HOSTDIR[:ro]")?;
     let (host, read_only) = match rest.strip_suffix(":ro") {
         Some(h) => (h, true),
         None => (rest.strip_suffix(":rw").unwrap_or(rest), false),
@@ -132,7 +155,11 @@ fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
     if !guest.starts_with("/mnt/memory/") || host.is_empty() {
         return Err("expected /mnt/memory/NAME=HOSTDIR[:ro]".into());
     }
-    Ok(MemoryMount { guest_path: guest.to_string(), host_path: PathBuf::from(host), read_only })
+    Ok(MemoryMount {
+        guest_path: guest.to_string(),
+        host_path: PathBuf::from(host),
+        read_only,
+    })
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -50,7 +50,12 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { pooling: true, max_instances: 1000, epoch_tick_ms: 10, cache_dir: None }
+        EngineConfig {
+            pooling: true,
+            max_instances: 1000,
+            epoch_tick_ms: 10,
+            cache_dir: None,
+        }
     }
 }
 
@@ -69,7 +74,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { memory_bytes: 256 << 20, tool_timeout_ms: 150_000 }
+        LimitsConfig {
+            memory_bytes: 256 << 20,
+            tool_timeout_ms: 150_000,
+        }
     }
 }
 
@@ -94,7 +102,9 @@ impl Cap {
             "default" => Ok(Cap::Default),
             "none" | "unlimited" => Ok(Cap::Unlimited),
             n => match n.parse::<u64>() {
-                Ok(0) | Err(_) => Err(format!("expected a positive byte count, `none` or `default`, got {n:?}")),
+                Ok(0) | Err(_) => Err(format!(
+                    "expected a positive byte count, `none` or `default`, got {n:?}"
+                )),
                 Ok(v) => Ok(Cap::Bytes(v)),
             },
         }

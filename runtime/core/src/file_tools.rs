@@ -24,7 +24,6 @@ wasmtime::component::bindgen!({
     world: "tools",
 });
 
-
 /// The `T` of a session's `Store<T>`.
 pub struct SessionState {
     wasi: WasiCtx,
@@ -47,7 +46,11 @@ impl ToolsHost for SessionState {
             .iter()
             .filter_map(|p| {
                 let rest = path.strip_prefix(p.guest.trim_end_matches('/'))?;
-                let rest = if rest.is_empty() { "" } else { rest.strip_prefix('/')? };
+                let rest = if rest.is_empty() {
+                    ""
+                } else {
+                    rest.strip_prefix('/')?
+                };
                 Some((p, rest))
             })
             .max_by_key(|(p, _)| p.guest.len());
@@ -60,16 +63,20 @@ impl ToolsHost for SessionState {
         let dir = cap_std::fs::Dir::open_ambient_dir(&preopen.host, cap_std::ambient_authority())
             .map_err(|e| link_error(&e))?;
         let target = dir.read_link_contents(rel).map_err(|e| link_error(&e))?;
-        target.into_os_string().into_string().map_err(|_| LinkError::Other)
+        target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| LinkError::Other)
     }
 }
 
 fn link_error(e: &std::io::Error) -> LinkError {
     match (e.kind(), e.raw_os_error()) {
         (std::io::ErrorKind::NotFound, _) => LinkError::NotFound,
-        (_, Some(libc_einval)) if libc_einval == 22 => LinkError::NotALink,
-        (_, Some(libc_enotdir)) if libc_enotdir == 20 => LinkError::NotADirectory,
-        (_, Some(libc_eloop)) if libc_eloop == 40 => LinkError::Loop,
+        // EINVAL: not a link; ENOTDIR; ELOOP (Linux numbers).
+        (_, Some(22)) => LinkError::NotALink,
+        (_, Some(20)) => LinkError::NotADirectory,
+        (_, Some(40)) => LinkError::Loop,
         (std::io::ErrorKind::PermissionDenied, _) => LinkError::Denied,
         _ => LinkError::Other,
     }
@@ -77,13 +84,21 @@ fn link_error(e: &std::io::Error) -> LinkError {
 
 impl WasiView for SessionState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 /// Adds the file-tools host interface to a linker.
-pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<SessionState>) -> wasmtime::Result<()> {
-    self::wasm_sandbox::tools::host::add_to_linker::<SessionState, wasmtime::component::HasSelf<SessionState>>(linker, |s| s)
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<SessionState>,
+) -> wasmtime::Result<()> {
+    self::wasm_sandbox::tools::host::add_to_linker::<
+        SessionState,
+        wasmtime::component::HasSelf<SessionState>,
+    >(linker, |s| s)
 }
 
 /// A directory mapped into the guest.
@@ -133,12 +148,25 @@ impl FileToolsInstance {
         // The tools run on a blocking thread already; doing file I/O inline
         // saves a thread hop per WASI call (~100 us per tool call).
         builder.allow_blocking_current_thread(true);
-        builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        builder
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for p in preopens {
-            let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-            builder.preopened_dir(&p.host, &p.guest, perms).map_err(|e| {
-                Error::Sandbox(format!("failed to preopen {} at {}: {e}", p.host.display(), p.guest))
-            })?;
+            let perms = if p.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&p.host, &p.guest, perms)
+                .map_err(|e| {
+                    Error::Sandbox(format!(
+                        "failed to preopen {} at {}: {e}",
+                        p.host.display(),
+                        p.guest
+                    ))
+                })?;
         }
         Ok(builder)
     }
@@ -153,7 +181,12 @@ impl FileToolsInstance {
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
             .instances(32)
             .build();
-        let state = SessionState { wasi: builder.build(), table: ResourceTable::new(), limits, preopens: preopens.clone() };
+        let state = SessionState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limits,
+            preopens: preopens.clone(),
+        };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         // Instantiation runs the guest's start-up code; give it the same
@@ -194,14 +227,20 @@ impl FileToolsInstance {
             },
         };
         drop(store);
-        Ok(CommandOutput { exit_code, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec() })
+        Ok(CommandOutput {
+            exit_code,
+            stdout: stdout.contents().to_vec(),
+            stderr: stderr.contents().to_vec(),
+        })
     }
 
     /// Calls the component's `call` export with a deadline in epoch ticks.
     pub fn call(&mut self, request: &str, deadline_ticks: u64) -> wasmtime::Result<String> {
         self.store.set_epoch_deadline(deadline_ticks);
         self.store.epoch_deadline_trap();
-        self.bindings.wasm_sandbox_tools_file_tools().call_call(&mut self.store, request)
+        self.bindings
+            .wasm_sandbox_tools_file_tools()
+            .call_call(&mut self.store, request)
     }
 }
 
@@ -224,18 +263,28 @@ pub(crate) fn load_cached(engine: &Engine, dir: &Path, wasm: &[u8]) -> Result<Co
         // SAFETY: see the function docs: only this process writes the cache.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache file"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache file")
+            }
         }
     }
-    let bytes = engine.precompile_component(wasm).map_err(Error::InvalidComponent)?;
+    let bytes = engine
+        .precompile_component(wasm)
+        .map_err(Error::InvalidComponent)?;
     create_private_dir(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(Error::Io)?;
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(Error::Io)?;
     // SAFETY: produced just now by `precompile_component` of this engine.
     unsafe { Component::deserialize(engine, &bytes) }.map_err(Error::InvalidComponent)
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::Io)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::Io)
 }

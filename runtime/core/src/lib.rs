@@ -43,7 +43,9 @@ mod tool;
 pub use config::{Cap, EngineConfig, LimitsConfig, RuntimeConfig};
 pub use file_tools::{CommandOutput, SessionState};
 pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
-pub use session::{MEMORY_GUEST_PARENT, MemoryMount, OUTPUTS_GUEST, Session, SessionSpec, WORKSPACE_GUEST};
+pub use session::{
+    MEMORY_GUEST_PARENT, MemoryMount, OUTPUTS_GUEST, Session, SessionSpec, WORKSPACE_GUEST,
+};
 pub use tool::{FILE_TOOLS, SANDBOX_TOOLS, ToolCall, ToolResult};
 pub use {wasmtime, wasmtime_wasi};
 

@@ -4,14 +4,14 @@
 use crate::config::RuntimeConfig;
 use crate::file_tools::{self, SessionState, ToolsPre};
 use crate::session::{Session, SessionSpec};
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasm_sandbox_native::{BashSandbox, SandboxReport};
 use crate::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use wasm_sandbox_native::{BashSandbox, SandboxReport};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
 
 /// The file-tools component, built from `guests/file-tools` by `build.rs`.
 pub const FILE_TOOLS_COMPONENT: &[u8] = include_bytes!(env!("FILE_TOOLS_WASM"));
@@ -38,7 +38,9 @@ pub(crate) struct RuntimeInner {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,7 +53,9 @@ impl Runtime {
         let mut linker: Linker<SessionState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::Other)?;
         file_tools::add_to_linker(&mut linker).map_err(Error::Other)?;
-        let pre = linker.instantiate_pre(&component).map_err(Error::InvalidComponent)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(Error::InvalidComponent)?;
         let tools_pre = ToolsPre::new(pre).map_err(Error::InvalidComponent)?;
         spawn_epoch_ticker(&engine, config.engine.epoch_tick_ms)?;
         // Probes bubblewrap, Landlock, seccomp and cgroups once; an unusable
@@ -60,7 +64,16 @@ impl Runtime {
         if let Some(problem) = &bash.report().unavailable_reason {
             tracing::warn!(reason = %problem, "the bash sandbox is unavailable; bash calls will fail");
         }
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, tools_pre, linker, config, bash, compilations }) })
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                tools_pre,
+                linker,
+                config,
+                bash,
+                compilations,
+            }),
+        })
     }
 
     /// Creates a fresh sandbox for one session (see [`SessionSpec`]).
@@ -79,8 +92,13 @@ impl Runtime {
     /// so any session can run it with [`Session::run_command`].
     pub fn load_command(&self, wasm: &[u8]) -> Result<CommandComponent> {
         self.inner.compilations.fetch_add(1, Ordering::Relaxed);
-        let component = Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(Error::InvalidComponent)?;
+        let component =
+            Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(Error::InvalidComponent)?;
         let pre = CommandPre::new(pre).map_err(Error::InvalidComponent)?;
         Ok(CommandComponent { pre })
     }
@@ -133,7 +151,8 @@ fn build_engine(config: &RuntimeConfig) -> Result<Engine> {
             .max_memory_size(usize::try_from(config.limits.memory_bytes).unwrap_or(usize::MAX));
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&cfg).map_err(|e| Error::Config(format!("failed to build the wasmtime engine: {e}")))
+    Engine::new(&cfg)
+        .map_err(|e| Error::Config(format!("failed to build the wasmtime engine: {e}")))
 }
 
 fn load_component(
@@ -153,17 +172,19 @@ fn spawn_epoch_ticker(engine: &Engine, tick_ms: u64) -> Result<()> {
     let weak = engine.weak();
     let tick = Duration::from_millis(tick_ms.max(1));
     // The thread holds only a weak reference and exits once the engine is gone.
-    std::thread::Builder::new().name("wasm-sandbox-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(tick);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+    std::thread::Builder::new()
+        .name("wasm-sandbox-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
             }
-        }
-    })
-    .map(drop)
-    // Without the ticker no deadline could fire: refuse to run rather than
-    // run without timeouts.
-    .map_err(Error::Io)
+        })
+        .map(drop)
+        // Without the ticker no deadline could fire: refuse to run rather than
+        // run without timeouts.
+        .map_err(Error::Io)
 }

@@ -4,7 +4,6 @@
 use crate::config::Cap;
 use crate::file_tools::{CommandOutput, FileToolsInstance, Preopen};
 use crate::runtime::CommandComponent;
-use wasm_sandbox_native::{BashSession, BashSessionSpec, StoreMount};
 use crate::runtime::Runtime;
 use crate::tool::{FILE_TOOLS, ToolCall, ToolResult};
 use crate::{Error, Result};
@@ -12,6 +11,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use wasm_sandbox_native::{BashSession, BashSessionSpec, StoreMount};
 
 /// Guest path of the session workspace (the tools' working directory).
 pub const WORKSPACE_GUEST: &str = "/workspace";
@@ -64,7 +64,11 @@ pub struct SessionSpec {
 impl SessionSpec {
     /// A spec with the given id and root, everything else default.
     pub fn new(session_id: impl Into<String>, root: impl Into<PathBuf>) -> Self {
-        SessionSpec { session_id: session_id.into(), root: root.into(), ..Default::default() }
+        SessionSpec {
+            session_id: session_id.into(),
+            root: root.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -87,24 +91,45 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.id).field("workspace", &self.workspace).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
     }
 }
 
 impl Session {
     pub(crate) fn new(runtime: Runtime, spec: SessionSpec) -> Result<Session> {
-        let workspace = spec.workspace.clone().unwrap_or_else(|| spec.root.join("workspace"));
-        let outputs = spec.outputs.clone().unwrap_or_else(|| spec.root.join("outputs"));
+        let workspace = spec
+            .workspace
+            .clone()
+            .unwrap_or_else(|| spec.root.join("workspace"));
+        let outputs = spec
+            .outputs
+            .clone()
+            .unwrap_or_else(|| spec.root.join("outputs"));
         for dir in [&workspace, &outputs] {
             std::fs::create_dir_all(dir).map_err(Error::Io)?;
         }
         let mut preopens = vec![
-            Preopen { host: workspace.clone(), guest: WORKSPACE_GUEST.into(), read_only: false },
-            Preopen { host: outputs.clone(), guest: OUTPUTS_GUEST.into(), read_only: false },
+            Preopen {
+                host: workspace.clone(),
+                guest: WORKSPACE_GUEST.into(),
+                read_only: false,
+            },
+            Preopen {
+                host: outputs.clone(),
+                guest: OUTPUTS_GUEST.into(),
+                read_only: false,
+            },
         ];
         for m in &spec.memory_stores {
             validate_memory_path(&m.guest_path)?;
-            preopens.push(Preopen { host: m.host_path.clone(), guest: m.guest_path.clone(), read_only: m.read_only });
+            preopens.push(Preopen {
+                host: m.host_path.clone(),
+                guest: m.guest_path.clone(),
+                read_only: m.read_only,
+            });
         }
         let tool_config = tool_config_json(&spec);
         let bash_spec = BashSessionSpec {
@@ -114,15 +139,23 @@ impl Session {
             memory_stores: spec
                 .memory_stores
                 .iter()
-                .map(|m| StoreMount { guest_path: m.guest_path.clone(), host_path: m.host_path.clone(), read_only: m.read_only })
+                .map(|m| StoreMount {
+                    guest_path: m.guest_path.clone(),
+                    host_path: m.host_path.clone(),
+                    read_only: m.read_only,
+                })
                 .collect(),
             env: spec.env.clone(),
         };
         let bash = BashSession::new(runtime.inner.bash.clone(), bash_spec);
         let preopens = Arc::new(preopens);
         let inner = &runtime.inner;
-        let instance =
-            FileToolsInstance::new(&inner.engine, &inner.tools_pre, &preopens, inner.config.limits.memory_bytes)?;
+        let instance = FileToolsInstance::new(
+            &inner.engine,
+            &inner.tools_pre,
+            &preopens,
+            inner.config.limits.memory_bytes,
+        )?;
         Ok(Session {
             id: spec.session_id,
             workspace,
@@ -167,11 +200,14 @@ impl Session {
         // default timeout (120 s) is kept below it so its cleanup fires first.
         // Cancelling the call leaves the shell dead until `restart`, as in the
         // reference.
-        let deadline = std::time::Duration::from_millis(self.runtime.inner.config.limits.tool_timeout_ms);
-        Some(match tokio::time::timeout(deadline, bash.call(&call.input)).await {
-            Ok(out) => ToolResult::text(out.text, out.is_error),
-            Err(_) => ToolResult::error("tool 'bash' timed out"),
-        })
+        let deadline =
+            std::time::Duration::from_millis(self.runtime.inner.config.limits.tool_timeout_ms);
+        Some(
+            match tokio::time::timeout(deadline, bash.call(&call.input)).await {
+                Ok(out) => ToolResult::text(out.text, out.is_error),
+                Err(_) => ToolResult::error("tool 'bash' timed out"),
+            },
+        )
     }
 
     /// Starts the session's shell now, so the first bash call does not pay
@@ -196,11 +232,15 @@ impl Session {
         let preopens = self.preopens.clone();
         let runtime = self.runtime.clone();
         let name = call.name.clone();
-        let task = tokio::task::spawn_blocking(move || run_blocking(&runtime, &files, &preopens, &name, &request));
+        let task = tokio::task::spawn_blocking(move || {
+            run_blocking(&runtime, &files, &preopens, &name, &request)
+        });
         // The epoch deadline interrupts guest code, not a host call the guest
         // is blocked in; this outer deadline (one tick later) covers that too.
         let limits = &self.runtime.inner.config;
-        let outer = std::time::Duration::from_millis(limits.limits.tool_timeout_ms + 2 * limits.engine.epoch_tick_ms);
+        let outer = std::time::Duration::from_millis(
+            limits.limits.tool_timeout_ms + 2 * limits.engine.epoch_tick_ms,
+        );
         match tokio::time::timeout(outer, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => ToolResult::error(format!("tool '{}' failed: {e}", call.name)),
@@ -219,7 +259,13 @@ impl Session {
             return None;
         }
         let request = request_json(&call.name, &call.input, &self.tool_config);
-        Some(run_blocking(&self.runtime, &self.files, &self.preopens, &call.name, &request))
+        Some(run_blocking(
+            &self.runtime,
+            &self.files,
+            &self.preopens,
+            &call.name,
+            &request,
+        ))
     }
 
     /// Runs a `wasi:cli/command` component (see
@@ -232,7 +278,12 @@ impl Session {
     /// The command sees `/workspace`, `/mnt/session/outputs` and the memory
     /// stores exactly as the file tools do, plus the given arguments and
     /// stdin; no environment and no network.
-    pub fn run_command(&self, command: &CommandComponent, args: &[String], stdin: &[u8]) -> Result<CommandOutput> {
+    pub fn run_command(
+        &self,
+        command: &CommandComponent,
+        args: &[String],
+        stdin: &[u8],
+    ) -> Result<CommandOutput> {
         let inner = &self.runtime.inner;
         FileToolsInstance::run_command(
             &inner.engine,
@@ -268,7 +319,12 @@ fn run_blocking(
         return ToolResult::error(format!("tool '{name}' failed: session state poisoned"));
     };
     if guard.is_none() {
-        match FileToolsInstance::new(&inner.engine, &inner.tools_pre, preopens, inner.config.limits.memory_bytes) {
+        match FileToolsInstance::new(
+            &inner.engine,
+            &inner.tools_pre,
+            preopens,
+            inner.config.limits.memory_bytes,
+        ) {
             Ok(i) => *guard = Some(i),
             Err(e) => return ToolResult::error(format!("tool '{name}' failed: {e}")),
         }
@@ -277,14 +333,17 @@ fn run_blocking(
         return ToolResult::error(format!("tool '{name}' failed: no instance"));
     };
     match instance.call(request, deadline_ticks(runtime)) {
-        Ok(json) => serde_json::from_str::<ToolResult>(&json)
-            .unwrap_or_else(|e| ToolResult::error(format!("tool '{name}' failed: malformed result: {e}"))),
+        Ok(json) => serde_json::from_str::<ToolResult>(&json).unwrap_or_else(|e| {
+            ToolResult::error(format!("tool '{name}' failed: malformed result: {e}"))
+        }),
         Err(err) => {
             // A trapped instance may hold inconsistent state: replace it on
             // the next call.
             *guard = None;
             match err.downcast_ref::<wasmtime::Trap>() {
-                Some(wasmtime::Trap::Interrupt) => ToolResult::error(format!("tool '{name}' timed out")),
+                Some(wasmtime::Trap::Interrupt) => {
+                    ToolResult::error(format!("tool '{name}' timed out"))
+                }
                 _ => {
                     tracing::warn!(tool = name, error = ?err, "file-tools component trapped");
                     ToolResult::error(format!("tool '{name}' failed: {err}"))
@@ -296,7 +355,11 @@ fn run_blocking(
 
 fn deadline_ticks(runtime: &Runtime) -> u64 {
     let config = &runtime.inner.config;
-    config.limits.tool_timeout_ms.div_ceil(config.engine.epoch_tick_ms.max(1)).max(1)
+    config
+        .limits
+        .tool_timeout_ms
+        .div_ceil(config.engine.epoch_tick_ms.max(1))
+        .max(1)
 }
 
 fn request_json(name: &str, input: &Value, config: &str) -> String {
@@ -318,7 +381,8 @@ fn tool_config_json(spec: &SessionSpec) -> String {
     obj.insert("allowed_roots".into(), Value::Array(allowed));
     obj.insert("read_only_roots".into(), Value::Array(read_only));
     spec.max_file_bytes.write_to(&mut obj, "max_file_bytes");
-    spec.max_image_base64_bytes.write_to(&mut obj, "max_image_base64_bytes");
+    spec.max_image_base64_bytes
+        .write_to(&mut obj, "max_image_base64_bytes");
     spec.max_pdf_bytes.write_to(&mut obj, "max_pdf_bytes");
     Value::Object(obj).to_string()
 }
@@ -329,8 +393,16 @@ fn tool_config_json(spec: &SessionSpec) -> String {
 fn validate_memory_path(p: &str) -> Result<()> {
     let ok = p.starts_with(MEMORY_GUEST_PARENT)
         && p.len() > MEMORY_GUEST_PARENT.len()
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok { Ok(()) } else { Err(Error::Config(format!("memory store mount path {p:?} must be /mnt/memory/<name>"))) }
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "memory store mount path {p:?} must be /mnt/memory/<name>"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -341,7 +413,14 @@ mod tests {
     fn memory_paths() {
         assert!(validate_memory_path("/mnt/memory/notes").is_ok());
         assert!(validate_memory_path("/mnt/memory/a/b").is_ok());
-        for bad in ["/mnt/memory/", "/mnt/memory/../x", "/workspace", "mnt/memory/x", "/mnt/memory/a//b", "/mnt/memory/."] {
+        for bad in [
+            "/mnt/memory/",
+            "/mnt/memory/../x",
+            "/workspace",
+            "mnt/memory/x",
+            "/mnt/memory/a//b",
+            "/mnt/memory/.",
+        ] {
             assert!(validate_memory_path(bad).is_err(), "{bad}");
         }
     }
@@ -351,12 +430,19 @@ mod tests {
         let mut spec = SessionSpec::new("s", "/tmp/x");
         spec.max_file_bytes = Cap::Unlimited;
         spec.max_pdf_bytes = Cap::Bytes(10);
-        spec.memory_stores.push(MemoryMount { guest_path: "/mnt/memory/n".into(), host_path: "/h".into(), read_only: true });
+        spec.memory_stores.push(MemoryMount {
+            guest_path: "/mnt/memory/n".into(),
+            host_path: "/h".into(),
+            read_only: true,
+        });
         let v: Value = serde_json::from_str(&tool_config_json(&spec)).unwrap();
         assert_eq!(v["max_file_bytes"], Value::Null);
         assert_eq!(v["max_pdf_bytes"], 10);
         assert!(v.get("max_image_base64_bytes").is_none());
-        assert_eq!(v["allowed_roots"], json!(["/mnt/session/outputs", "/mnt/memory/n"]));
+        assert_eq!(
+            v["allowed_roots"],
+            json!(["/mnt/session/outputs", "/mnt/memory/n"])
+        );
         assert_eq!(v["read_only_roots"], json!(["/mnt/memory/n"]));
     }
 }

@@ -26,7 +26,11 @@ pub struct ToolCall {
 impl ToolCall {
     /// Builds a call.
     pub fn new(id: impl Into<String>, name: impl Into<String>, input: Value) -> Self {
-        ToolCall { id: id.into(), name: name.into(), input }
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            input,
+        }
     }
 
     /// Whether this call is one of [`SANDBOX_TOOLS`].
@@ -52,8 +56,15 @@ impl ToolResult {
     /// reference session runner does).
     pub fn text(text: impl Into<String>, is_error: bool) -> Self {
         let text = text.into();
-        let text = if text.is_empty() { "(no output)".to_string() } else { text };
-        ToolResult { content: vec![json!({"type": "text", "text": text})], is_error }
+        let text = if text.is_empty() {
+            "(no output)".to_string()
+        } else {
+            text
+        };
+        ToolResult {
+            content: vec![json!({"type": "text", "text": text})],
+            is_error,
+        }
     }
 
     /// An error result with one text block.

@@ -21,9 +21,13 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// Panics (failing the build script) with an actionable message when the
 /// target is missing or the guest does not build.
 pub fn build_guest(crate_dir: &Path, workspace_root: &Path, extra_inputs: &[PathBuf]) -> PathBuf {
-    for p in [crate_dir.join("src"), crate_dir.join("Cargo.toml"), crate_dir.join("Cargo.lock")]
-        .iter()
-        .chain(extra_inputs)
+    for p in [
+        crate_dir.join("src"),
+        crate_dir.join("Cargo.toml"),
+        crate_dir.join("Cargo.lock"),
+    ]
+    .iter()
+    .chain(extra_inputs)
     {
         println!("cargo:rerun-if-changed={}", p.display());
     }
@@ -33,7 +37,14 @@ pub fn build_guest(crate_dir: &Path, workspace_root: &Path, extra_inputs: &[Path
         .unwrap_or_else(|| workspace_root.join("target/guests"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--manifest-path",
+        ])
         .arg(crate_dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -53,7 +64,10 @@ pub fn build_guest(crate_dir: &Path, workspace_root: &Path, extra_inputs: &[Path
                  (guest components are built for it)"
             );
         }
-        panic!("building the guest crate {} for {TARGET} failed (see the output above)", crate_dir.display());
+        panic!(
+            "building the guest crate {} for {TARGET} failed (see the output above)",
+            crate_dir.display()
+        );
     }
     target_dir.join(TARGET).join("release")
 }
@@ -62,6 +76,10 @@ fn target_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(true)
 }

@@ -20,22 +20,34 @@ fn main() {
         "write" => fs::write(&path, arg.as_bytes()).map(|()| "written".into()),
         "append" => {
             use std::io::Write;
-            fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(arg.as_bytes())).map(|()| "appended".into())
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(arg.as_bytes()))
+                .map(|()| "appended".into())
         }
         "list" => fs::read_dir(&path).map(|d| {
-            let mut names: Vec<String> = d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut names: Vec<String> = d
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
             names.sort();
             names.join(",")
         }),
         "stat" => fs::metadata(&path).map(|m| format!("len={}", m.len())),
-        "lstat" => fs::symlink_metadata(&path).map(|m| format!("symlink={}", m.file_type().is_symlink())),
+        "lstat" => {
+            fs::symlink_metadata(&path).map(|m| format!("symlink={}", m.file_type().is_symlink()))
+        }
         "symlink" => symlink(&arg, &path).map(|()| "linked".into()),
         "hardlink" => fs::hard_link(&arg, &path).map(|()| "linked".into()),
         "mkdir" => fs::create_dir(&path).map(|()| "made".into()),
         "remove" => fs::remove_file(&path).map(|()| "removed".into()),
         "rename" => fs::rename(&path, &arg).map(|()| "renamed".into()),
         "readlink" => fs::read_link(&path).map(|p| p.display().to_string()),
-        "env" => Ok(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")),
+        "env" => Ok(std::env::vars()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")),
         other => {
             println!("err unknown op {other}");
             return;
