@@ -17,7 +17,130 @@ use wasm_sandbox_runtime::{EngineConfig, Runtime, RuntimeConfig, SessionSpec, To
 
 mod baseline;
 
+/// 100 sessions created at once (each on its own thread, released
+/// together), and the memory cost of 1,000 idle sessions.
+fn burst_and_idle(rt: &Runtime, dir: &std::path::Path) {
+    use std::sync::{Arc, Barrier};
+    header("Burst and idle sessions");
+    let barrier = Arc::new(Barrier::new(100));
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let rt = rt.clone();
+            let barrier = barrier.clone();
+            let root = dir.join(format!("burst-{i}"));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = std::time::Instant::now();
+                let s = rt.session(SessionSpec::new("b", root));
+                (t.elapsed(), s.is_ok())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let failures = results.iter().filter(|(_, ok)| !ok).count();
+    let stats = wasm_sandbox_benches::Stats::from_samples(
+        &format!("burst of 100 sessions at once ({failures} failures)"),
+        results.iter().map(|(d, _)| *d).collect(),
+    );
+    println!("{}", stats.row());
+
+    let before = rss_kib();
+    let idle: Vec<_> = (0..1000)
+        .map(|i| {
+            rt.session(SessionSpec::new("b", dir.join(format!("idle-{i}"))))
+                .expect("session")
+        })
+        .collect();
+    let after = rss_kib();
+    println!(
+        "\nidle sessions: 1,000 live sessions add {} KiB RSS = {:.1} KiB per session (file-tools instance; bash not started)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / 1000.0
+    );
+    drop(idle);
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// bash in the native sandbox: first command of a session (lazy start, and
+/// after `prestart_bash`), and a warm round trip.
+fn bash(tokio: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) {
+    let mut config = RuntimeConfig::default();
+    config.bash.init_path = std::env::current_exe().ok();
+    let rt = Runtime::new(config).expect("runtime");
+    let report = rt.sandbox_report();
+    header(&format!(
+        "bash in the native sandbox (available: {}, landlock: {:?}, seccomp: {}, memory: {:?}, pids: {:?})",
+        report.available, report.landlock, report.seccomp, report.memory_limit, report.pids_limit
+    ));
+    let echo = ToolCall::new("t", "bash", json!({"command": "echo hi"}));
+    let mut i = 0u64;
+    let mut sessions = Vec::new();
+    let stats = measure("first `echo hi` of a session (lazy start)", 3, n, || {
+        i += 1;
+        let s = rt
+            .session(SessionSpec::new("b", dir.join(format!("bash-lazy-{i}"))))
+            .expect("session");
+        let r = tokio.block_on(s.call_tool(&echo)).expect("tool");
+        assert_eq!(r.text_content(), "hi", "{r:?}");
+        sessions.push(s);
+    });
+    println!("{}", stats.row());
+    for s in sessions.drain(..) {
+        tokio.block_on(s.close());
+    }
+    // Prestarted: the worker starts the shell at claim time, while the event
+    // stream attaches; the first command then only pays the round trip.
+    let mut prestarted = Vec::new();
+    for j in 0..n + 3 {
+        let s = rt
+            .session(SessionSpec::new("b", dir.join(format!("bash-pre-{j}"))))
+            .expect("session");
+        tokio.block_on(s.prestart_bash());
+        prestarted.push(s);
+    }
+    let mut it = prestarted.iter();
+    let stats = measure("first `echo hi` after prestart_bash", 3, n, || {
+        let s = it.next().expect("session");
+        let r = tokio.block_on(s.call_tool(&echo)).expect("tool");
+        assert_eq!(r.text_content(), "hi");
+    });
+    println!("{}", stats.row());
+    let warm = &prestarted[0];
+    let stats = measure("warm `echo hi` round trip", 20, n * 10, || {
+        let r = tokio.block_on(warm.call_tool(&echo)).expect("tool");
+        assert_eq!(r.text_content(), "hi");
+    });
+    println!("{}", stats.row());
+    for s in prestarted {
+        tokio.block_on(s.close());
+    }
+}
+
 fn main() {
+    // This binary is also the bash sandbox's init step (bind-mounted at the
+    // sandbox's init path), like the `wasm-sandbox` CLI.
+    let mut args = std::env::args_os();
+    if args.next().as_deref()
+        == Some(std::ffi::OsStr::new(
+            wasm_sandbox_native::sandbox::INIT_GUEST_PATH,
+        ))
+    {
+        wasm_sandbox_native::sandbox_init_main(args);
+    }
     let n = iters(2000);
     let dir = tempfile::tempdir().expect("tempdir");
 
@@ -51,7 +174,15 @@ fn main() {
         println!("{}", stats.row());
     }
 
-    let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    // Room for the 1,000 idle sessions plus the others alive at that point.
+    let config = RuntimeConfig {
+        engine: EngineConfig {
+            max_instances: 1200,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let rt = Runtime::new(config).expect("runtime");
     let session = rt
         .session(SessionSpec::new("bench", dir.path().join("main")))
         .expect("session");
@@ -108,6 +239,10 @@ fn main() {
         assert!(!r.is_error);
     });
     println!("{}", stats.row());
+
+    burst_and_idle(&rt, dir.path());
+
+    bash(&tokio, dir.path(), (n / 10).max(50));
 
     header("Baseline: same component through bare wasmtime + wasmtime-wasi");
     baseline::run(n, &ws);

@@ -87,7 +87,7 @@ JSON
   # Cross-check: the same guest on this machine's CPU ONNX Runtime, when the
   # Python onnxruntime package is there (its libonnxruntime.so.1.x).
   local cpu="" lib
-  lib="$("$PY" -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so.1.*")))[-1])' 2>/dev/null || true)"
+  lib="$("$PY" -c 'import glob, importlib.util as u; d = u.find_spec("onnxruntime").submodule_search_locations[0]; print(sorted(glob.glob(d + "/capi/libonnxruntime.so.1.*"))[-1])' 2>/dev/null || true)"
   if [ -n "$lib" ]; then
     printf '{"onnx_library": "%s", "preload": [{"name": "classify", "path": "%s"}]}\n' \
       "$lib" "$PWD/$D/classify.onnx" > "$out/cpu.json"

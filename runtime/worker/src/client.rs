@@ -31,9 +31,12 @@ use serde_json::Value;
 
 use crate::proto::{
     API_VERSION, ErrorEnvelope, EventPage, HeartbeatResponse, LeaseState, MANAGED_AGENTS_BETA,
-    OutgoingEvent, QueueStats, SendEvents, Session, SessionEvent, StopRequest, Work,
+    OutgoingEvent, QueueStats, SendEvents, Session, SessionEvent, SkillVersion, StopRequest, Work,
 };
 use crate::secret::Secret;
+
+/// The memory-store beta (protocol §7.2).
+pub const AGENT_MEMORY_BETA: &str = "agent-memory-2026-07-22";
 
 /// `x-stainless-helper` tags (telemetry only; servers ignore them).
 const HELPER_POLLER: &str = "environments-work-poller";
@@ -247,16 +250,28 @@ impl Api {
         credential: &Secret,
         helper: &'static str,
     ) -> RequestBuilder {
+        self.request_beta(method, path, credential, helper, Some(MANAGED_AGENTS_BETA))
+    }
+
+    /// [`Self::request`] with a chosen `anthropic-beta` header (`None`: no beta header, as the
+    /// SDK sends on `/v1/skills/**`).
+    fn request_beta(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &Secret,
+        helper: &'static str,
+        beta: Option<&'static str>,
+    ) -> RequestBuilder {
         let mut headers = HeaderMap::new();
         if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", credential.expose())) {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        headers.insert(
-            "anthropic-beta",
-            HeaderValue::from_static(MANAGED_AGENTS_BETA),
-        );
+        if let Some(beta) = beta {
+            headers.insert("anthropic-beta", HeaderValue::from_static(beta));
+        }
         headers.insert("x-stainless-helper", HeaderValue::from_static(helper));
         if method == Method::POST {
             headers.insert(
@@ -385,6 +400,29 @@ async fn json_req<T: DeserializeOwned>(op: &'static str, resp: Response) -> Resu
         op,
         detail: "empty body".into(),
     })
+}
+
+/// Whether `s` can be put into a URL path as one segment verbatim: non-empty, at most 256
+/// bytes of ASCII letters, digits, `_`, `-` and `.`, and not `.` or `..`. Ids taken from a
+/// session (skill ids, versions) are checked before they are put into a path, so a hostile
+/// value cannot address another route.
+pub fn is_safe_path_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn check_segments(op: &'static str, segments: &[&str]) -> Result<(), ApiError> {
+    match segments.iter().find(|s| !is_safe_path_segment(s)) {
+        Some(bad) => Err(ApiError::Decode {
+            op,
+            detail: format!("refusing unsafe path segment {bad:?}"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Outcome of a stop call.
@@ -663,6 +701,90 @@ impl ItemClient {
             })
             .await?;
         json_req("session", resp).await
+    }
+
+    /// `GET /v1/skills/{skill_id}/versions/{version}` (no beta header): resolves a version,
+    /// the `latest` alias included. Both ids must be [`is_safe_path_segment`].
+    pub async fn skill_version(
+        &self,
+        skill_id: &str,
+        version: &str,
+    ) -> Result<SkillVersion, ApiError> {
+        let op = "skill_version";
+        check_segments(op, &[skill_id, version])?;
+        let path = format!("/v1/skills/{skill_id}/versions/{version}");
+        let resp = self
+            .api
+            .send(op, Retries::Core, self.api.timeouts.request, || {
+                self.api
+                    .request_beta(Method::GET, &path, &self.credential, HELPER_WORKER, None)
+            })
+            .await?;
+        json_req(op, resp).await
+    }
+
+    /// `GET /v1/skills/{skill_id}/versions/{version_id}/content` with `Accept:
+    /// application/binary` (no beta header): the archive as a byte stream, not buffered. The
+    /// whole download is bounded by `timeout`.
+    pub async fn skill_content(
+        &self,
+        skill_id: &str,
+        version_id: &str,
+        timeout: Duration,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<>, ApiError> {
+        let op = "skill_content";
+        check_segments(op, &[skill_id, version_id])?;
+        let path = format!("/v1/skills/{skill_id}/versions/{version_id}/content");
+        let resp = self
+            .api
+            .send(op, Retries::Core, timeout, || {
+                self.api
+                    .request_beta(Method::GET, &path, &self.credential, HELPER_WORKER, None)
+                    .header(reqwest::header::ACCEPT, "application/binary")
+            })
+            .await?;
+        let body = resp
+            .bytes_stream()
+            .map(|r| r.map_err(std::io::Error::other));
+        Ok(tokio_util::io::StreamReader::new(body))
+    }
+
+    /// One memory-store call (`anthropic-beta: agent-memory-2026-07-22`; protocol §7.2):
+    /// `path` must already be built from checked segments. 409 and 412 are final answers (a
+    /// failed precondition), not retried. Returns the JSON body (`None` when empty).
+    pub async fn memory_call(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        let resp = self
+            .api
+            .send(
+                op,
+                Retries::CoreExcept(&[409, 412]),
+                self.api.timeouts.request,
+                || {
+                    let mut r = self
+                        .api
+                        .request_beta(
+                            method.clone(),
+                            path,
+                            &self.credential,
+                            HELPER_WORKER,
+                            Some(AGENT_MEMORY_BETA),
+                        )
+                        .query(query);
+                    if let Some(b) = body {
+                        r = r.json(b);
+                    }
+                    r
+                },
+            )
+            .await?;
+        json_opt(op, resp).await
     }
 
     /// `GET /v1/sessions/{id}/events/stream` (SSE). Frames without an `event:` name and `ping`s

@@ -60,7 +60,9 @@ impl SandboxProvider for CoreProvider {
     async fn create(&self, spec: SandboxSpec) -> anyhow::Result<CoreSession> {
         let runtime = self.runtime.clone();
         let session = tokio::task::spawn_blocking(move || {
-            runtime.session(SessionSpec::new(spec.session_id, spec.root))
+            let mut core = SessionSpec::new(spec.session_id, spec.root);
+            core.memory_stores = spec.memory_stores;
+            runtime.session(core)
         })
         .await??;
         // Start the bash sandbox now, while the event stream attaches, so the

@@ -11,9 +11,11 @@
 //! * [`client`] — the HTTP client (headers, credentials, timeouts, retries, SSE);
 //! * [`runner`] — one session's event loop (routing, permission gate, idle exit, reconnects);
 //! * [`lease`] — the heartbeat loop;
+//! * [`skills`] — the agent's skills, installed under the session workspace per item;
+//! * [`memory`] — memory stores: download, mount, sync after tool calls, final sync;
 //! * [`worker`] — poll → ack → heartbeat → sandbox → runner → teardown → stop, N at once;
 //! * [`ops`] + [`metrics`] — `/healthz`, `/readyz`, `/metrics`, `/queue`;
-//! * [`serve`] — `wasm-sandbox serve` flags, config file, signals, logging, `--local`.
+//! * [`serve`](mod@serve) — `wasm-sandbox serve` flags, config file, signals, logging, `--local`.
 //!
 //! The sandbox is behind the [`sandbox::SandboxProvider`] seam; the production provider is the
 //! core runtime.
@@ -25,6 +27,7 @@
 pub mod client;
 pub mod core_adapter;
 pub mod lease;
+pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod proto;
@@ -32,6 +35,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod secret;
 pub mod serve;
+pub mod skills;
 pub mod worker;
 
 pub use serve::{ServeArgs, serve};

@@ -259,6 +259,9 @@ pub struct Session {
     /// Attached resources (memory stores for self-hosted sessions).
     #[serde(default)]
     pub resources: Vec<Value>,
+    /// The agent snapshot (`BetaManagedAgentsAgent`); the worker reads `skills` from it.
+    #[serde(default)]
+    pub agent: Option<Value>,
     /// User metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -276,6 +279,20 @@ impl Session {
             .iter()
             .any(|r| r.get("type").and_then(Value::as_str) == Some("memory_store"))
     }
+}
+
+/// `BetaSkillVersion`: what `GET /v1/skills/{id}/versions/{version}` answers; only what the
+/// worker reads.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SkillVersion {
+    /// The concrete version id (`latest` resolved).
+    pub id: String,
+    /// `skill_…`.
+    #[serde(default)]
+    pub skill_id: String,
+    /// The skill's kebab-case slug: the directory name under `skills/`.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// One page of `GET /v1/sessions/{id}/events`.

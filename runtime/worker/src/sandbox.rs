@@ -23,6 +23,8 @@ pub struct SandboxSpec {
     pub work_id: String,
     /// A fresh, empty host directory owned by this session; removed after teardown.
     pub root: PathBuf,
+    /// Memory stores to mount (already downloaded to their host directories).
+    pub memory_stores: Vec<wasm_sandbox_runtime::MemoryMount>,
 }
 
 /// Creates one sandbox per claimed session.

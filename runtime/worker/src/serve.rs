@@ -88,13 +88,13 @@ pub struct ServeArgs {
     /// an error.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// API base URL [default: https://api.anthropic.com]
+    /// API base URL [default: <https://api.anthropic.com>]
     #[arg(long, env = "ANTHROPIC_BASE_URL")]
     pub base_url: Option<String>,
     /// Address of the ops endpoints (/healthz, /readyz, /metrics, /queue); off when unset.
     #[arg(long)]
     pub ops_listen: Option<SocketAddr>,
-    /// Worker id sent on polls [default: <hostname>-<random>]
+    /// Worker id sent on polls [default: HOSTNAME-RANDOM]
     #[arg(long, env = "ANTHROPIC_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Run against an embedded fake control plane with a sample session from

@@ -704,11 +704,6 @@ async fn serve_session<P: SandboxProvider>(
         tracing::info!("skipping the work item of a terminated session");
         return None;
     }
-    if session.has_memory_store() {
-        tracing::warn!(
-            "the session has memory stores attached; this worker does not mount them yet"
-        );
-    }
 
     let workdir = cfg.workdir.clone();
     let work_id = work.id.clone();
@@ -724,10 +719,33 @@ async fn serve_session<P: SandboxProvider>(
                 return None;
             }
         };
+    let has_token = work
+        .secret
+        .as_ref()
+        .is_some_and(|s| WorkSecret::decode(s).sessions_token.is_some());
+    let prepared = tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        r = crate::memory::prepare(item, &session, &root, has_token) => Some(r),
+    };
+    let (memory, memory_mounts) = match prepared {
+        Some(Ok(Some((m, mounts)))) => (Some(m), mounts),
+        Some(Ok(None)) => (None, Vec::new()),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "memory store setup failed; failing the item");
+            remove_dir_logged(root).await;
+            return None;
+        }
+        None => {
+            remove_dir_logged(root).await;
+            return Some(RunEnd::Cancelled);
+        }
+    };
     let spec = SandboxSpec {
         session_id: session_id.to_owned(),
         work_id: work.id.clone(),
         root: root.clone(),
+        memory_stores: memory_mounts,
     };
     let created = tokio::select! {
         biased;
@@ -745,6 +763,25 @@ async fn serve_session<P: SandboxProvider>(
             remove_dir_logged(root).await;
             return Some(RunEnd::Cancelled);
         }
+    };
+    // Skills land in the workspace before the runner starts (the guest has run nothing yet).
+    let workspace = crate::skills::workspace_dir(&root);
+    let installing = crate::skills::install_session_skills(item, &session, &workspace);
+    let skills = tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        m = installing => Some(m),
+    };
+    let Some(skills) = skills else {
+        if tokio::time::timeout(Duration::from_secs(30), sandbox.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("sandbox close timed out");
+        }
+        drop(sandbox);
+        remove_dir_logged(root).await;
+        return Some(RunEnd::Cancelled);
     };
     let cold_start = claimed_at.elapsed();
     shared
@@ -773,6 +810,17 @@ async fn serve_session<P: SandboxProvider>(
             });
         }) as crate::runner::Reporter
     });
+    let memory_done = CancellationToken::new();
+    let (reporter, syncer) = match memory {
+        Some(m) => {
+            let (tx, task) = crate::memory::spawn_syncer(m, memory_done.clone());
+            (
+                Some(crate::memory::chain_reporter(tx, reporter)),
+                Some(task),
+            )
+        }
+        None => (reporter, None),
+    };
     let lease_for_window = Arc::clone(lease);
     let end = run_session(RunnerContext {
         client: item.clone(),
@@ -795,6 +843,16 @@ async fn serve_session<P: SandboxProvider>(
         tracing::error!("sandbox close timed out");
     }
     drop(sandbox);
+    if let Some(syncer) = syncer {
+        memory_done.cancel();
+        match syncer.await {
+            Ok(stores) => stores.finish(Some(end)).await,
+            Err(e) => tracing::error!(error = %e, "memory sync task failed"),
+        }
+    }
+    if let Some(skills) = skills {
+        crate::skills::teardown(skills).await;
+    }
     remove_dir_logged(root).await;
     Some(end)
 }
