@@ -105,7 +105,7 @@ async fn run(runtime: &Runtime, concurrency: usize, n: usize) {
     }
     let samples: Vec<Duration> = ids
         .iter()
-        .filter_map(|(w, s)| Some(first_result.get(s)?.duration_since(*acked.get(w)?).ok()?))
+        .filter_map(|(w, s)| first_result.get(s)?.duration_since(*acked.get(w)?).ok())
         .collect();
     let complete = samples.len();
     let stats = Stats::from_samples(

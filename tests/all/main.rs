@@ -4,5 +4,6 @@
 mod common;
 mod confinement;
 mod differential;
+mod nn;
 mod runtime;
 mod worker;

@@ -25,6 +25,10 @@ pub struct RuntimeConfig {
     /// `[bash]`: the native sandbox bash runs in (bubblewrap, Landlock,
     /// seccomp, limits); see [`BashConfig`](wasm_sandbox_native::BashConfig).
     pub bash: wasm_sandbox_native::BashConfig,
+    /// `[nn]`: the wasi-nn binding available to command components (local
+    /// ONNX models, remote model endpoints by name); see
+    /// [`NnConfig`](wasm_sandbox_hostcalls_nn::NnConfig). Default: no models.
+    pub nn: wasm_sandbox_hostcalls_nn::NnConfig,
 }
 
 /// `[engine]`: how the wasmtime `Engine` is built (once per process).

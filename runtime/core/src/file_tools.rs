@@ -15,6 +15,7 @@
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wasm_sandbox_hostcalls_nn::{WasiNnCtx, WasiNnView};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -30,6 +31,14 @@ pub struct SessionState {
     table: ResourceTable,
     limits: StoreLimits,
     preopens: Arc<Vec<Preopen>>,
+    nn: WasiNnCtx,
+}
+
+impl SessionState {
+    /// The wasi-nn view of this store (models by name, the session's quotas).
+    pub(crate) fn nn_view(&mut self) -> WasiNnView<'_> {
+        WasiNnView::new(&mut self.table, &mut self.nn)
+    }
 }
 
 use self::wasm_sandbox::tools::host::{Host as ToolsHost, LinkError};
@@ -136,9 +145,10 @@ impl FileToolsInstance {
         pre: &ToolsPre<SessionState>,
         preopens: &Arc<Vec<Preopen>>,
         memory_bytes: u64,
+        nn: WasiNnCtx,
     ) -> Result<Self> {
         let builder = Self::builder(preopens)?;
-        let mut store = Self::store(engine, builder, preopens, memory_bytes);
+        let mut store = Self::store(engine, builder, preopens, memory_bytes, nn);
         let bindings = pre.instantiate(&mut store).map_err(Error::Other)?;
         Ok(FileToolsInstance { store, bindings })
     }
@@ -176,6 +186,7 @@ impl FileToolsInstance {
         mut builder: wasmtime_wasi::WasiCtxBuilder,
         preopens: &Arc<Vec<Preopen>>,
         memory_bytes: u64,
+        nn: WasiNnCtx,
     ) -> Store<SessionState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
@@ -186,6 +197,7 @@ impl FileToolsInstance {
             table: ResourceTable::new(),
             limits,
             preopens: preopens.clone(),
+            nn,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
@@ -198,13 +210,13 @@ impl FileToolsInstance {
 
     /// Runs a command component in a fresh store with the same preopens.
     pub fn run_command(
-        engine: &Engine,
+        runtime: &crate::runtime::RuntimeInner,
         pre: &wasmtime_wasi::p2::bindings::sync::CommandPre<SessionState>,
         preopens: &Arc<Vec<Preopen>>,
-        memory_bytes: u64,
         args: &[String],
         stdin: &[u8],
         deadline_ticks: u64,
+        nn: WasiNnCtx,
     ) -> Result<CommandOutput> {
         use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
         const CAPTURE: usize = 16 << 20;
@@ -214,7 +226,8 @@ impl FileToolsInstance {
         builder.args(args);
         builder.stdin(MemoryInputPipe::new(stdin.to_vec()));
         builder.stdout(stdout.clone()).stderr(stderr.clone());
-        let mut store = Self::store(engine, builder, preopens, memory_bytes);
+        let memory_bytes = runtime.config.limits.memory_bytes;
+        let mut store = Self::store(&runtime.engine, builder, preopens, memory_bytes, nn);
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
         let command = pre.instantiate(&mut store).map_err(Error::Other)?;

@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use wasm_sandbox_hostcalls_nn::NnHost;
 use wasm_sandbox_native::{BashSandbox, SandboxReport};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -33,6 +34,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: Linker<SessionState>,
     pub(crate) config: RuntimeConfig,
     pub(crate) bash: Arc<BashSandbox>,
+    pub(crate) nn: NnHost,
     compilations: AtomicU64,
 }
 
@@ -53,6 +55,9 @@ impl Runtime {
         let mut linker: Linker<SessionState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::Other)?;
         file_tools::add_to_linker(&mut linker).map_err(Error::Other)?;
+        wasm_sandbox_hostcalls_nn::add_to_linker(&mut linker, SessionState::nn_view)
+            .map_err(Error::Other)?;
+        let nn = NnHost::new(config.nn.clone()).map_err(|e| Error::Config(format!("[nn]: {e}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(Error::InvalidComponent)?;
@@ -71,6 +76,7 @@ impl Runtime {
                 linker,
                 config,
                 bash,
+                nn,
                 compilations,
             }),
         })

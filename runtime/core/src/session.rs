@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use wasm_sandbox_hostcalls_nn::NnSession;
 use wasm_sandbox_native::{BashSession, BashSessionSpec, StoreMount};
 
 /// Guest path of the session workspace (the tools' working directory).
@@ -80,6 +81,8 @@ pub struct Session {
     runtime: Runtime,
     preopens: Arc<Vec<Preopen>>,
     tool_config: Arc<str>,
+    /// The session's wasi-nn state (quotas count per session, not per store).
+    nn: Arc<NnSession>,
     /// The file-tools instance; `None` after a trap until the next call
     /// re-instantiates it.
     files: Arc<Mutex<Option<FileToolsInstance>>>,
@@ -150,11 +153,13 @@ impl Session {
         let bash = BashSession::new(runtime.inner.bash.clone(), bash_spec);
         let preopens = Arc::new(preopens);
         let inner = &runtime.inner;
+        let nn = Arc::new(inner.nn.session());
         let instance = FileToolsInstance::new(
             &inner.engine,
             &inner.tools_pre,
             &preopens,
             inner.config.limits.memory_bytes,
+            nn.ctx(),
         )?;
         Ok(Session {
             id: spec.session_id,
@@ -162,6 +167,7 @@ impl Session {
             outputs,
             runtime,
             preopens,
+            nn,
             tool_config: tool_config.into(),
             files: Arc::new(Mutex::new(Some(instance))),
             bash: tokio::sync::Mutex::new(bash),
@@ -231,9 +237,10 @@ impl Session {
         let files = self.files.clone();
         let preopens = self.preopens.clone();
         let runtime = self.runtime.clone();
+        let nn = self.nn.clone();
         let name = call.name.clone();
         let task = tokio::task::spawn_blocking(move || {
-            run_blocking(&runtime, &files, &preopens, &name, &request)
+            run_blocking(&runtime, &files, &preopens, &nn, &name, &request)
         });
         // The epoch deadline interrupts guest code, not a host call the guest
         // is blocked in; this outer deadline (one tick later) covers that too.
@@ -263,6 +270,7 @@ impl Session {
             &self.runtime,
             &self.files,
             &self.preopens,
+            &self.nn,
             &call.name,
             &request,
         ))
@@ -286,13 +294,13 @@ impl Session {
     ) -> Result<CommandOutput> {
         let inner = &self.runtime.inner;
         FileToolsInstance::run_command(
-            &inner.engine,
+            inner,
             &command.pre,
             &self.preopens,
-            inner.config.limits.memory_bytes,
             args,
             stdin,
             deadline_ticks(&self.runtime),
+            self.nn.ctx(),
         )
     }
 
@@ -311,6 +319,7 @@ fn run_blocking(
     runtime: &Runtime,
     files: &Mutex<Option<FileToolsInstance>>,
     preopens: &Arc<Vec<Preopen>>,
+    nn: &NnSession,
     name: &str,
     request: &str,
 ) -> ToolResult {
@@ -324,6 +333,7 @@ fn run_blocking(
             &inner.tools_pre,
             preopens,
             inner.config.limits.memory_bytes,
+            nn.ctx(),
         ) {
             Ok(i) => *guard = Some(i),
             Err(e) => return ToolResult::error(format!("tool '{name}' failed: {e}")),
