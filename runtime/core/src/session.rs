@@ -86,9 +86,13 @@ pub struct Session {
     /// The file-tools instance; `None` after a trap until the next call
     /// re-instantiates it.
     files: Arc<Mutex<Option<FileToolsInstance>>>,
-    /// The session's bash (started lazily, or by [`Session::prestart_bash`]).
-    /// The mutex also serialises tool calls, as the reference's single
-    /// dispatch loop does.
+    /// Serialises tool calls, as the reference's single dispatch loop does.
+    call_lock: tokio::sync::Mutex<()>,
+    /// Set by [`Session::close`] (under the bash lock): a prestart that runs
+    /// late must not start a shell nobody will close.
+    closed: std::sync::atomic::AtomicBool,
+    /// The session's bash (started lazily, or by [`Session::prestart_bash`],
+    /// which holds only this lock so file tools need not wait for it).
     bash: tokio::sync::Mutex<BashSession>,
 }
 
@@ -170,6 +174,8 @@ impl Session {
             nn,
             tool_config: tool_config.into(),
             files: Arc::new(Mutex::new(Some(instance))),
+            call_lock: tokio::sync::Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
             bash: tokio::sync::Mutex::new(bash),
         })
     }
@@ -195,13 +201,14 @@ impl Session {
     /// [`SANDBOX_TOOLS`](crate::SANDBOX_TOOLS): the reference posts nothing
     /// for those, leaving them to whichever client owns them.
     pub async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
-        let mut bash = self.bash.lock().await;
+        let _serial = self.call_lock.lock().await;
         if FILE_TOOLS.contains(&call.name.as_str()) {
             return Some(self.call_file_tool(call).await);
         }
         if call.name != "bash" {
             return None;
         }
+        let mut bash = self.bash.lock().await;
         // The reference's outer deadline (150 s) also bounds bash, whose own
         // default timeout (120 s) is kept below it so its cleanup fires first.
         // Cancelling the call leaves the shell dead until `restart`, as in the
@@ -221,6 +228,9 @@ impl Session {
     /// after claiming a session; failures surface on the first bash call.
     pub async fn prestart_bash(&self) {
         let mut bash = self.bash.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         if let Err(e) = bash.prestart().await {
             tracing::warn!(session_id = %self.id, error = %e, "bash sandbox failed to start");
         }
@@ -307,7 +317,10 @@ impl Session {
     /// Ends the session: kills the shell and every process of its sandbox,
     /// and drops the component instance. Directories are left for the caller.
     pub async fn close(&self) {
+        let _serial = self.call_lock.lock().await;
         let mut bash = self.bash.lock().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         bash.close().await;
         if let Ok(mut g) = self.files.lock() {
             g.take();

@@ -27,7 +27,7 @@ impl std::fmt::Debug for CoreProvider {
 
 /// One core session.
 pub struct CoreSession {
-    session: Session,
+    session: std::sync::Arc<Session>,
 }
 
 impl CoreProvider {
@@ -65,9 +65,12 @@ impl SandboxProvider for CoreProvider {
             runtime.session(core)
         })
         .await??;
-        // Start the bash sandbox now, while the event stream attaches, so the
-        // first bash call does not pay for it.
-        session.prestart_bash().await;
+        // Start the bash sandbox in the background, while the event stream
+        // attaches, so neither the first tool call nor the first bash call
+        // waits for the sandbox start.
+        let session = std::sync::Arc::new(session);
+        let prestart = session.clone();
+        tokio::spawn(async move { prestart.prestart_bash().await });
         Ok(CoreSession { session })
     }
 }
