@@ -13,7 +13,7 @@ fn serve(fake: &Handle, workdir: &std::path::Path, concurrency: usize) -> Child 
         .args([
             "serve",
             "--base-url",
-            &fake.url(),
+            fake.url(),
             "--environment-id",
             &fake.environment_id(),
         ])
