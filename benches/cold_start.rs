@@ -133,14 +133,7 @@ fn bash(tokio: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) {
 fn main() {
     // This binary is also the bash sandbox's init step (bind-mounted at the
     // sandbox's init path), like the `wasm-sandbox` CLI.
-    let mut args = std::env::args_os();
-    if args.next().as_deref()
-        == Some(std::ffi::OsStr::new(
-            wasm_sandbox_native::sandbox::INIT_GUEST_PATH,
-        ))
-    {
-        wasm_sandbox_native::sandbox_init_main(args);
-    }
+    wasm_sandbox_native::run_as_init_if_invoked();
     let n = iters(2000);
     let dir = tempfile::tempdir().expect("tempdir");
 

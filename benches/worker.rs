@@ -20,14 +20,7 @@ use wasm_sandbox_worker::secret::Secret;
 use wasm_sandbox_worker::worker::{Shutdown, Worker, WorkerConfig};
 
 fn main() {
-    let mut args = std::env::args_os();
-    if args.next().as_deref()
-        == Some(std::ffi::OsStr::new(
-            wasm_sandbox_native::sandbox::INIT_GUEST_PATH,
-        ))
-    {
-        wasm_sandbox_native::sandbox_init_main(args);
-    }
+    wasm_sandbox_native::run_as_init_if_invoked();
     let sessions: usize = std::env::var("BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())

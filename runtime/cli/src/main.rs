@@ -36,15 +36,7 @@ fn main() -> ExitCode {
     // Inside a bash sandbox this binary is also the init step (Landlock,
     // seccomp, limits, then exec bash): it is bind-mounted at the sandbox's
     // init path, or called as `wasm-sandbox __sandbox-init ...`.
-    let mut args = std::env::args_os();
-    let argv0 = args.next();
-    if argv0.as_deref()
-        == Some(std::ffi::OsStr::new(
-            wasm_sandbox_native::sandbox::INIT_GUEST_PATH,
-        ))
-    {
-        wasm_sandbox_native::sandbox_init_main(args);
-    }
+    wasm_sandbox_native::run_as_init_if_invoked();
     let mut rest = std::env::args_os().skip(1);
     if rest.next().as_deref() == Some(std::ffi::OsStr::new("__sandbox-init")) {
         wasm_sandbox_native::sandbox_init_main(rest);

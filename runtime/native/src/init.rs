@@ -247,6 +247,18 @@ fn setup(args: &InitArgs) -> Result<Applied, String> {
     Ok(applied)
 }
 
+/// Runs [`sandbox_init_main`] if this process was started as the sandbox's
+/// init step, i.e. with `argv[0]` equal to
+/// [`INIT_GUEST_PATH`](crate::sandbox::INIT_GUEST_PATH) (where the sandbox
+/// bind-mounts the configured init binary); otherwise returns. Call it first
+/// thing in `main` of any binary that serves as its own init helper.
+pub fn run_as_init_if_invoked() {
+    let mut args = std::env::args_os();
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(crate::sandbox::INIT_GUEST_PATH)) {
+        sandbox_init_main(args);
+    }
+}
+
 /// The init helper's entry point: `args` are the arguments after the program name
 /// (and after any subcommand that routed here). Never returns: it either executes
 /// the command or exits (125 on a setup failure, 127 when the command cannot be

@@ -62,7 +62,7 @@ pub mod seccomp;
 pub mod session;
 
 pub use config::BashConfig;
-pub use init::sandbox_init_main;
+pub use init::{run_as_init_if_invoked, sandbox_init_main};
 pub use sandbox::{
     BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, StoreMount,
     locate_init,
