@@ -981,7 +981,17 @@ async fn ops_endpoints() {
     assert!(m.contains("wasm_sandbox_sessions_active 0"), "{m}");
     assert!(!m.contains(ENV_KEY));
     shutdown.drain();
-    assert_eq!(get("/readyz").await.status(), 503);
+    // The worker loop notices the drain asynchronously; readiness must drop
+    // to 503 once it has (bounded wait, never 200 forever).
+    let mut status = 200;
+    for _ in 0..500 {
+        status = get("/readyz").await.status().as_u16();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 503);
     handle.await.unwrap().unwrap();
     stop.cancel();
 }
