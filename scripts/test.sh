@@ -9,4 +9,8 @@ scripts/setup.sh
 # Guest crates (own workspaces): their unit tests run natively.
 (cd guests/file-tools && cargo test --locked --quiet)
 
+# The componentize-py skill component (pinned componentize-py from PyPI into
+# target/tools; tests/all/wasm_run.rs runs it from bash in the sandbox).
+examples/skills/py-wordfreq/build.sh
+
 cargo test --workspace --locked

@@ -1,5 +1,7 @@
 //! Builds the guest test programs (`tests/programs`) for `wasm32-wasip2` and
-//! exposes each binary's path as `<NAME>_WASM` (e.g. `FS_PROBE_WASM`).
+//! exposes each binary's path as `<NAME>_WASM` (e.g. `FS_PROBE_WASM`); also
+//! the example skill component `examples/guests/skill-wordcount` as
+//! `SKILL_WORDCOUNT_WASM`.
 
 use std::path::PathBuf;
 
@@ -23,4 +25,17 @@ fn main() {
             );
         }
     }
+    let guests = root.join("examples/guests");
+    let out = wasm_sandbox_guest_build::build_guest(
+        &guests,
+        &root,
+        &[
+            guests.join("skill-wordcount/src"),
+            guests.join("skill-wordcount/Cargo.toml"),
+        ],
+    );
+    println!(
+        "cargo:rustc-env=SKILL_WORDCOUNT_WASM={}",
+        out.join("wordcount.wasm").display()
+    );
 }

@@ -2,5 +2,5 @@
 //! the `wasm-sandbox` CLI exposes as its hidden `__sandbox-init` command).
 
 fn main() {
-    wasm_sandbox_native::sandbox_init_main(std::env::args_os().skip(1))
+    wasm_sandbox_native::init_binary_main()
 }

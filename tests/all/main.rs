@@ -6,4 +6,5 @@ mod confinement;
 mod differential;
 mod nn;
 mod runtime;
+mod wasm_run;
 mod worker;

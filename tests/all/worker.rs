@@ -874,3 +874,80 @@ async fn memory_stores_are_mounted_read_only_per_access_and_synced_back() {
         "session directory (and its memory) left behind"
     );
 }
+
+fn skill_zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(body).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// Skills that ship WASI components (the Rust and the componentize-py example),
+/// served by the control plane, installed per session and run by the agent from
+/// bash with `wasm-run`: they read `/workspace` but not the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the guard only orders this test with the blocking wasm_run tests, which count compilations; no task here takes it"
+)]
+async fn skill_components_run_from_bash_end_to_end() {
+    let _serial = crate::wasm_run::serial();
+    let fake = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rust_md = std::fs::read(root.join("examples/skills/rust-wordcount/SKILL.md")).unwrap();
+    let py_md = std::fs::read(root.join("examples/skills/py-wordfreq/SKILL.md")).unwrap();
+    let wordcount = crate::wasm_run::wordcount();
+    let wordfreq = crate::wasm_run::wordfreq();
+    fake.add_skill_version(
+        "skill_rustwc01",
+        "rust-wordcount",
+        skill_zip_bytes(&[
+            ("rust-wordcount/SKILL.md", &rust_md),
+            ("rust-wordcount/wordcount.wasm", &wordcount),
+        ]),
+    );
+    fake.add_skill_version(
+        "skill_pywf01",
+        "py-wordfreq",
+        skill_zip_bytes(&[("SKILL.md", &py_md), ("wordfreq.wasm", &wordfreq)]),
+    );
+    let (_work_id, session_id) = fake.enqueue_session(scenario(json!({
+        "name": "skill-components",
+        "session": {"skills": [
+            {"type": "custom", "skill_id": "skill_rustwc01", "version": "latest"},
+            {"type": "custom", "skill_id": "skill_pywf01", "version": "latest"}
+        ]},
+        "prompt": "Count the words.",
+        "steps": [
+            {"tool_use": {"label": "write", "name": "write",
+                          "input": {"file_path": "/workspace/notes.txt", "content": "red green red\nblue red\n"},
+                          "expect": {"is_error": false}}},
+            {"tool_use": {"label": "rust", "name": "bash",
+                          "input": {"command": "wasm-run skills/rust-wordcount/wordcount.wasm --top 1 notes.txt"},
+                          "expect": {"is_error": false, "contains": ["2 5 23 notes.txt", "3 red"]}}},
+            {"tool_use": {"label": "python", "name": "bash",
+                          "input": {"command": "wasm-run skills/py-wordfreq/wordfreq.wasm --top 1 /workspace/notes.txt"},
+                          "expect": {"is_error": false,
+                                     "contains": ["{\"files\": {\"/workspace/notes.txt\": {\"lines\": 2, \"words\": 5}}, \"top\": [[\"red\", 3]]}"]}}},
+            {"tool_use": {"label": "host", "name": "bash",
+                          "input": {"command": "wasm-run skills/rust-wordcount/wordcount.wasm /etc/hostname; echo rc=$?; wasm-run skills/py-wordfreq/wordfreq.wasm /etc/hostname; echo rc=$?"},
+                          "expect": {"contains": ["wordcount: /etc/hostname: ", "wordfreq: /etc/hostname: No such file or directory", "rc=1"]}}},
+            {"idle": {"stop_reason": "end_turn"}},
+            "terminate"
+        ]
+    })));
+    finished(start(config(&fake, dir.path()), core_provider()))
+        .await
+        .unwrap();
+    let report = fake.scenario_report(&session_id);
+    assert!(report.is_ok(), "{report:?}");
+    let results = accepted_results(&fake, &session_id);
+    let labels: Vec<&str> = results.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["write", "rust", "python", "host"]);
+    assert_eq!(results[1].1, "2 5 23 notes.txt\n3 red");
+}

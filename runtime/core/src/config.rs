@@ -29,6 +29,42 @@ pub struct RuntimeConfig {
     /// ONNX models, remote model endpoints by name); see
     /// [`NnConfig`](wasm_sandbox_hostcalls_nn::NnConfig). Default: no models.
     pub nn: wasm_sandbox_hostcalls_nn::NnConfig,
+    /// `wasm-run`: WASI components started from bash (see [`WasmRunConfig`]).
+    pub wasm_run: WasmRunConfig,
+}
+
+/// The `[wasm_run]` table: components that code in the bash sandbox runs with
+/// `wasm-run COMPONENT.wasm ARGS…`, executed by this runtime's wasmtime with the
+/// session's preopens (see the crate docs, "Components from bash").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmRunConfig {
+    /// Offer the `wasm-run` shim and socket in each bash sandbox (default true).
+    pub enabled: bool,
+    /// Largest component file accepted (default 128 MiB).
+    pub max_component_bytes: u64,
+    /// Wall-clock cap on one run, in seconds (default 900). bash's own timeout
+    /// normally ends a run first: the shim dies and the run is cancelled.
+    pub max_run_seconds: u64,
+    /// Runs of one session executing at once; more wait (default 2). Bounds how
+    /// much of the shared instance pool one session can take.
+    pub max_concurrent_per_session: usize,
+    /// Compiled components kept in memory, keyed by SHA-256 of their bytes
+    /// (default 64). Compiled code only; with `engine.cache_dir` they also go to
+    /// disk.
+    pub cache_entries: usize,
+}
+
+impl Default for WasmRunConfig {
+    fn default() -> Self {
+        WasmRunConfig {
+            enabled: true,
+            max_component_bytes: 128 << 20,
+            max_run_seconds: 900,
+            max_concurrent_per_session: 2,
+            cache_entries: 64,
+        }
+    }
 }
 
 /// `[engine]`: how the wasmtime `Engine` is built (once per process).

@@ -111,6 +111,14 @@ pub(crate) fn add_to_linker(
 }
 
 /// A directory mapped into the guest.
+/// How a command run is bounded.
+pub(crate) enum CommandDeadline {
+    /// Trap after this many epoch ticks.
+    Ticks(u64),
+    /// Asked at every epoch tick: `Ok(Continue(1))` to go on, an error to trap.
+    Callback(Box<dyn FnMut() -> wasmtime::Result<wasmtime::UpdateDeadline> + Send + Sync>),
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Preopen {
     pub host: PathBuf,
@@ -153,7 +161,7 @@ impl FileToolsInstance {
         Ok(FileToolsInstance { store, bindings })
     }
 
-    fn builder(preopens: &[Preopen]) -> Result<wasmtime_wasi::WasiCtxBuilder> {
+    pub(crate) fn builder(preopens: &[Preopen]) -> Result<wasmtime_wasi::WasiCtxBuilder> {
         let mut builder = WasiCtx::builder();
         // The tools run on a blocking thread already; doing file I/O inline
         // saves a thread hop per WASI call (~100 us per tool call).
@@ -222,14 +230,52 @@ impl FileToolsInstance {
         const CAPTURE: usize = 16 << 20;
         let stdout = MemoryOutputPipe::new(CAPTURE);
         let stderr = MemoryOutputPipe::new(CAPTURE);
+        let exit_code = Self::run_command_with(
+            runtime,
+            pre,
+            preopens,
+            nn,
+            |builder| {
+                builder.args(args);
+                builder.stdin(MemoryInputPipe::new(stdin.to_vec()));
+                builder.stdout(stdout.clone()).stderr(stderr.clone());
+                Ok(())
+            },
+            CommandDeadline::Ticks(deadline_ticks),
+        )?;
+        Ok(CommandOutput {
+            exit_code,
+            stdout: stdout.contents().to_vec(),
+            stderr: stderr.contents().to_vec(),
+        })
+    }
+
+    /// Runs a command component in a fresh store with `preopens`, after
+    /// `configure` has added arguments, environment, stdio and any extra
+    /// preopen. Returns the exit status; a trap (deadline, out of memory,
+    /// guest bug) is an error.
+    pub fn run_command_with(
+        runtime: &crate::runtime::RuntimeInner,
+        pre: &wasmtime_wasi::p2::bindings::sync::CommandPre<SessionState>,
+        preopens: &Arc<Vec<Preopen>>,
+        nn: WasiNnCtx,
+        configure: impl FnOnce(&mut wasmtime_wasi::WasiCtxBuilder) -> Result<()>,
+        deadline: CommandDeadline,
+    ) -> Result<i32> {
         let mut builder = Self::builder(preopens)?;
-        builder.args(args);
-        builder.stdin(MemoryInputPipe::new(stdin.to_vec()));
-        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        configure(&mut builder)?;
         let memory_bytes = runtime.config.limits.memory_bytes;
         let mut store = Self::store(&runtime.engine, builder, preopens, memory_bytes, nn);
-        store.set_epoch_deadline(deadline_ticks);
-        store.epoch_deadline_trap();
+        match deadline {
+            CommandDeadline::Ticks(ticks) => {
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            CommandDeadline::Callback(mut check) => {
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| check());
+            }
+        }
         let command = pre.instantiate(&mut store).map_err(Error::Other)?;
         let exit_code = match command.wasi_cli_run().call_run(&mut store) {
             Ok(Ok(())) => 0,
@@ -239,12 +285,7 @@ impl FileToolsInstance {
                 None => return Err(Error::Other(e)),
             },
         };
-        drop(store);
-        Ok(CommandOutput {
-            exit_code,
-            stdout: stdout.contents().to_vec(),
-            stderr: stderr.contents().to_vec(),
-        })
+        Ok(exit_code)
     }
 
     /// Calls the component's `call` export with a deadline in epoch ticks.
@@ -257,23 +298,31 @@ impl FileToolsInstance {
     }
 }
 
-/// Loads the component from `dir`'s `.cwasm` cache, compiling and writing it
-/// on a miss.
+/// Loads a component from `dir`'s `.cwasm` cache, compiling and writing it on
+/// a miss. `label` prefixes the file name (`file-tools`, `cmd`).
 ///
 /// # Safety reasoning
 ///
 /// `Component::deserialize_file` trusts its input to be wasmtime output for
-/// this engine. The file name binds the component's bytes and the engine's
-/// compatibility hash, and the directory is created 0700; the cache must not
-/// be writable by anyone but the worker's user (documented on the config key).
-pub(crate) fn load_cached(engine: &Engine, dir: &Path, wasm: &[u8]) -> Result<Component> {
+/// this engine. The file name binds the SHA-256 of the component's bytes and
+/// the engine's compatibility hash, and the directory is created 0700; the
+/// cache must not be writable by anyone but the worker's user (documented on
+/// the config key). It holds compiled code only, never session data.
+pub(crate) fn load_cached(
+    engine: &Engine,
+    dir: &Path,
+    wasm: &[u8],
+    label: &str,
+) -> Result<Component> {
+    use sha2::Digest;
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
-    wasm.hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
-    let path = dir.join(format!("file-tools-{:016x}.cwasm", h.finish()));
+    let digest = sha2::Sha256::digest(wasm);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{label}-{hex}-{:016x}.cwasm", h.finish()));
     if path.is_file() {
-        // SAFETY: see the function docs: only this process writes the cache.
+        // SAFETY: see the function docs: only this process's user writes the cache.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
             Err(e) => {

@@ -39,8 +39,9 @@ mod file_tools;
 mod runtime;
 mod session;
 mod tool;
+mod wasm_run;
 
-pub use config::{Cap, EngineConfig, LimitsConfig, RuntimeConfig};
+pub use config::{Cap, EngineConfig, LimitsConfig, RuntimeConfig, WasmRunConfig};
 pub use file_tools::{CommandOutput, SessionState};
 pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
 pub use session::{

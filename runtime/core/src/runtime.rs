@@ -5,8 +5,10 @@ use crate::config::RuntimeConfig;
 use crate::file_tools::{self, SessionState, ToolsPre};
 use crate::session::{Session, SessionSpec};
 use crate::{Error, Result};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasm_sandbox_hostcalls_nn::NnHost;
 use wasm_sandbox_native::{BashSandbox, SandboxReport};
@@ -36,6 +38,27 @@ pub(crate) struct RuntimeInner {
     pub(crate) bash: Arc<BashSandbox>,
     pub(crate) nn: NnHost,
     compilations: AtomicU64,
+    command_compilations: AtomicU64,
+    /// Command components by SHA-256 of their bytes (see [`Runtime::command_by_content`]).
+    commands: Mutex<CommandCache>,
+    /// Private directory for the sessions' `wasm-run` sockets, made on first use.
+    bridge_dir: OnceLock<std::result::Result<PathBuf, String>>,
+}
+
+type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, String>>>;
+
+#[derive(Default)]
+struct CommandCache {
+    cells: HashMap<[u8; 32], CommandCell>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        if let Some(Ok(dir)) = self.bridge_dir.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -78,6 +101,9 @@ impl Runtime {
                 bash,
                 nn,
                 compilations,
+                command_compilations: AtomicU64::new(0),
+                commands: Mutex::default(),
+                bridge_dir: OnceLock::new(),
             }),
         })
     }
@@ -97,7 +123,9 @@ impl Runtime {
     /// Compiles a `wasi:cli/command` component once (e.g. a skill's tool)
     /// so any session can run it with [`Session::run_command`].
     pub fn load_command(&self, wasm: &[u8]) -> Result<CommandComponent> {
-        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .command_compilations
+            .fetch_add(1, Ordering::Relaxed);
         let component =
             Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?;
         let pre = self
@@ -109,10 +137,107 @@ impl Runtime {
         Ok(CommandComponent { pre })
     }
 
-    /// How many components this runtime has compiled or deserialised. Stays
-    /// at 1 however many sessions are created.
+    /// The compiled form of a `wasi:cli/command` component, compiled at most
+    /// once per content: keyed by the SHA-256 of `wasm`, kept in memory (the
+    /// `wasm_run.cache_entries` most recent) and, with `engine.cache_dir`, on
+    /// disk. Concurrent callers with the same bytes wait for one compilation.
+    ///
+    /// This is what `wasm-run` uses, and what a host calls to precompile a
+    /// skill's components when the skill is installed. The cache holds compiled
+    /// code only: the same bytes compile to the same code whoever supplied
+    /// them, so sharing it across sessions and tenants reveals nothing but
+    /// "these bytes were seen before" (timing).
+    pub fn command_by_content(&self, wasm: &[u8]) -> Result<CommandComponent> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
+        let cell = {
+            let mut cache = self
+                .inner
+                .commands
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(cell) = cache.cells.get(&key) {
+                cell.clone()
+            } else {
+                let cap = self.inner.config.wasm_run.cache_entries.max(1);
+                while cache.order.len() >= cap {
+                    if let Some(old) = cache.order.pop_front() {
+                        cache.cells.remove(&old);
+                    }
+                }
+                let cell = CommandCell::default();
+                cache.cells.insert(key, cell.clone());
+                cache.order.push_back(key);
+                cell
+            }
+        };
+        cell.get_or_init(|| self.compile_command(wasm).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|msg| Error::InvalidComponent(wasmtime::format_err!("{msg}")))
+    }
+
+    fn compile_command(&self, wasm: &[u8]) -> Result<CommandComponent> {
+        self.inner
+            .command_compilations
+            .fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let component = match &self.inner.config.engine.cache_dir {
+            Some(dir) => file_tools::load_cached(&self.inner.engine, dir, wasm, "cmd")?,
+            None => Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?,
+        };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(Error::InvalidComponent)?;
+        let pre = CommandPre::new(pre).map_err(Error::InvalidComponent)?;
+        tracing::debug!(
+            bytes = wasm.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "command component ready"
+        );
+        Ok(CommandComponent { pre })
+    }
+
+    /// The private directory holding the sessions' bridge sockets (0700, made
+    /// once, removed with the runtime). Short on purpose: a unix socket path
+    /// must fit in 108 bytes.
+    pub(crate) fn bridge_dir(&self) -> Result<PathBuf> {
+        self.inner
+            .bridge_dir
+            .get_or_init(|| {
+                use std::os::unix::fs::DirBuilderExt;
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let dir = std::env::temp_dir().join(format!(
+                    "wasm-sandbox-run-{}-{nanos:08x}",
+                    std::process::id()
+                ));
+                // `create` (not recursive) fails if the name exists: nobody can
+                // pre-plant the directory.
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .map(|()| dir)
+                    .map_err(|e| format!("cannot create the wasm-run socket directory: {e}"))
+            })
+            .clone()
+            .map_err(Error::Sandbox)
+    }
+
+    /// How many times this runtime compiled or deserialised the file-tools
+    /// component. Stays at 1 however many sessions are created.
     pub fn compilations(&self) -> u64 {
         self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// How many command components (skills, `wasm-run`) this runtime compiled
+    /// or deserialised: [`Runtime::load_command`] calls plus cache misses of
+    /// [`Runtime::command_by_content`].
+    pub fn command_compilations(&self) -> u64 {
+        self.inner.command_compilations.load(Ordering::Relaxed)
     }
 
     /// The configuration in effect.
@@ -169,7 +294,7 @@ fn load_component(
 ) -> Result<Component> {
     compilations.fetch_add(1, Ordering::Relaxed);
     if let Some(dir) = &config.engine.cache_dir {
-        return file_tools::load_cached(engine, dir, wasm);
+        return file_tools::load_cached(engine, dir, wasm, "file-tools");
     }
     Component::new(engine, wasm).map_err(Error::InvalidComponent)
 }

@@ -6,6 +6,7 @@ use crate::file_tools::{CommandOutput, FileToolsInstance, Preopen};
 use crate::runtime::CommandComponent;
 use crate::runtime::Runtime;
 use crate::tool::{FILE_TOOLS, ToolCall, ToolResult};
+use crate::wasm_run::{Bridge, RunContext};
 use crate::{Error, Result};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -94,6 +95,8 @@ pub struct Session {
     /// The session's bash (started lazily, or by [`Session::prestart_bash`],
     /// which holds only this lock so file tools need not wait for it).
     bash: tokio::sync::Mutex<BashSession>,
+    /// The `wasm-run` bridge into the bash sandbox, when enabled.
+    bridge: Option<Bridge>,
 }
 
 impl std::fmt::Debug for Session {
@@ -153,6 +156,12 @@ impl Session {
                 })
                 .collect(),
             env: spec.env.clone(),
+            wasm_run_socket: None,
+        };
+        let bridge = Bridge::bind(&runtime)?;
+        let bash_spec = BashSessionSpec {
+            wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
+            ..bash_spec
         };
         let bash = BashSession::new(runtime.inner.bash.clone(), bash_spec);
         let preopens = Arc::new(preopens);
@@ -177,6 +186,7 @@ impl Session {
             call_lock: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
             bash: tokio::sync::Mutex::new(bash),
+            bridge,
         })
     }
 
@@ -208,6 +218,7 @@ impl Session {
         if call.name != "bash" {
             return None;
         }
+        self.start_bridge();
         let mut bash = self.bash.lock().await;
         // The reference's outer deadline (150 s) also bounds bash, whose own
         // default timeout (120 s) is kept below it so its cleanup fires first.
@@ -227,12 +238,25 @@ impl Session {
     /// for the sandbox start (a few milliseconds). Workers call this right
     /// after claiming a session; failures surface on the first bash call.
     pub async fn prestart_bash(&self) {
+        self.start_bridge();
         let mut bash = self.bash.lock().await;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         if let Err(e) = bash.prestart().await {
             tracing::warn!(session_id = %self.id, error = %e, "bash sandbox failed to start");
+        }
+    }
+
+    /// Starts serving `wasm-run` for this session's sandbox (idempotent).
+    fn start_bridge(&self) {
+        if let Some(bridge) = &self.bridge {
+            bridge.start(|| RunContext {
+                runtime: self.runtime.clone(),
+                preopens: self.preopens.clone(),
+                nn: self.nn.clone(),
+                session_id: self.id.clone(),
+            });
         }
     }
 
@@ -322,6 +346,9 @@ impl Session {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         bash.close().await;
+        if let Some(bridge) = &self.bridge {
+            bridge.close();
+        }
         if let Ok(mut g) = self.files.lock() {
             g.take();
         }

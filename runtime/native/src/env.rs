@@ -56,6 +56,17 @@ pub fn build_env(
     env
 }
 
+/// Appends `dir` to `PATH` (last, so it never shadows a system command).
+pub fn append_path(env: &mut BTreeMap<String, String>, dir: &str) {
+    let path = env.entry("PATH".to_owned()).or_default();
+    if !path.split(':').any(|d| d == dir) {
+        if !path.is_empty() {
+            path.push(':');
+        }
+        path.push_str(dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

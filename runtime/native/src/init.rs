@@ -250,13 +250,35 @@ fn setup(args: &InitArgs) -> Result<Applied, String> {
 /// Runs [`sandbox_init_main`] if this process was started as the sandbox's
 /// init step, i.e. with `argv[0]` equal to
 /// [`INIT_GUEST_PATH`](crate::sandbox::INIT_GUEST_PATH) (where the sandbox
-/// bind-mounts the configured init binary); otherwise returns. Call it first
-/// thing in `main` of any binary that serves as its own init helper.
+/// bind-mounts the configured init binary), or the `wasm-run` shim if `argv[0]`'s
+/// file name is `wasm-run` (see [`crate::wasm_run`]); otherwise returns. Call it
+/// first thing in `main` of any binary that serves as its own init helper.
 pub fn run_as_init_if_invoked() {
     let mut args = std::env::args_os();
-    if args.next().as_deref() == Some(std::ffi::OsStr::new(crate::sandbox::INIT_GUEST_PATH)) {
+    let argv0 = args.next();
+    if argv0.as_deref() == Some(std::ffi::OsStr::new(crate::sandbox::INIT_GUEST_PATH)) {
         sandbox_init_main(args);
     }
+    if argv0
+        .as_deref()
+        .is_some_and(crate::wasm_run::invoked_as_shim)
+    {
+        crate::wasm_run::wasm_run_main(args);
+    }
+}
+
+/// `main` of a dedicated init binary (`wasm-sandbox-init`): the `wasm-run` shim
+/// when invoked under that name, else [`sandbox_init_main`] with the arguments.
+pub fn init_binary_main() -> ! {
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    if argv0
+        .as_deref()
+        .is_some_and(crate::wasm_run::invoked_as_shim)
+    {
+        crate::wasm_run::wasm_run_main(args);
+    }
+    sandbox_init_main(args)
 }
 
 /// The init helper's entry point: `args` are the arguments after the program name

@@ -60,9 +60,10 @@ pub mod protocol;
 pub mod sandbox;
 pub mod seccomp;
 pub mod session;
+pub mod wasm_run;
 
 pub use config::BashConfig;
-pub use init::{run_as_init_if_invoked, sandbox_init_main};
+pub use init::{init_binary_main, run_as_init_if_invoked, sandbox_init_main};
 pub use sandbox::{
     BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, StoreMount,
     locate_init,

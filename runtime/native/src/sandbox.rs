@@ -190,6 +190,10 @@ pub struct BashSessionSpec {
     pub memory_stores: Vec<StoreMount>,
     /// bash's environment, verbatim (then scrubbed); `None` = the allow-list.
     pub env: Option<BTreeMap<String, String>>,
+    /// The session's `wasm-run` bridge socket on the host (see [`crate::wasm_run`]):
+    /// when set, it is bound at [`SOCKET_GUEST_PATH`](crate::wasm_run::SOCKET_GUEST_PATH)
+    /// and the shim at [`SHIM_GUEST_PATH`](crate::wasm_run::SHIM_GUEST_PATH).
+    pub wasm_run_socket: Option<PathBuf>,
 }
 
 /// The probed sandbox, shared by all sessions of a runtime.
@@ -249,6 +253,8 @@ struct Plan<'a> {
     workspace: Option<&'a Path>,
     outputs: Option<&'a Path>,
     stores: &'a [StoreMount],
+    /// The session's `wasm-run` socket on the host, if the bridge is on.
+    wasm_run_socket: Option<&'a Path>,
     memory_cgroup: bool,
     pids_cgroup: bool,
     probe: bool,
@@ -356,6 +362,21 @@ impl Plan<'_> {
                 push(&[&"--ro-bind", p, p]);
                 landlock_ro.push(p.to_string_lossy().into_owned());
             }
+        }
+        if let Some(socket) = self.wasm_run_socket {
+            // The shim is the init binary again (it dispatches on argv[0]); the
+            // socket is the session's own, so one session cannot reach another's
+            // bridge. Landlock needs read+execute on the shim's directory; a unix
+            // socket `connect` is not a filesystem access Landlock governs.
+            push(&[
+                &"--ro-bind",
+                &self.init,
+                &crate::wasm_run::SHIM_GUEST_PATH,
+                &"--ro-bind",
+                &socket,
+                &crate::wasm_run::SOCKET_GUEST_PATH,
+            ]);
+            landlock_ro.push(crate::wasm_run::SHIM_GUEST_DIR.into());
         }
         push(&[
             &"--ro-bind",
@@ -807,11 +828,15 @@ impl BashSandbox {
             workspace: Some(&workspace),
             outputs: Some(&outputs),
             stores: &stores,
+            wasm_run_socket: spec.wasm_run_socket.as_deref(),
             memory_cgroup: cgroup.memory.is_some(),
             pids_cgroup: cgroup.pids.is_some(),
             probe: false,
         };
-        let env = crate::env::build_env(&self.config, spec.env.as_ref());
+        let mut env = crate::env::build_env(&self.config, spec.env.as_ref());
+        if spec.wasm_run_socket.is_some() && spec.env.is_none() {
+            crate::env::append_path(&mut env, crate::wasm_run::SHIM_GUEST_DIR);
+        }
         let (out_r, out_w) = std::io::pipe().map_err(start_err)?;
         let mut cmd = Command::new(bwrap);
         cmd.args(plan.args())
@@ -917,6 +942,7 @@ fn probe_sandbox(
         workspace: None,
         outputs: None,
         stores: &[],
+        wasm_run_socket: None,
         memory_cgroup: false,
         pids_cgroup: false,
         probe: true,
@@ -1232,6 +1258,7 @@ mod tests {
             workspace: Some(Path::new("/w")),
             outputs: Some(Path::new("/o")),
             stores: &[],
+            wasm_run_socket: None,
             memory_cgroup: true,
             pids_cgroup: false,
             probe: false,

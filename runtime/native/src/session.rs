@@ -268,6 +268,7 @@ mod tests {
                 outputs: "/nonexistent".into(),
                 memory_stores: vec![],
                 env: None,
+                wasm_run_socket: None,
             },
         );
         is_send(&s);

@@ -28,6 +28,7 @@ impl std::fmt::Debug for CoreProvider {
 /// One core session.
 pub struct CoreSession {
     session: std::sync::Arc<Session>,
+    runtime: Runtime,
 }
 
 impl CoreProvider {
@@ -71,7 +72,10 @@ impl SandboxProvider for CoreProvider {
         let session = std::sync::Arc::new(session);
         let prestart = session.clone();
         tokio::spawn(async move { prestart.prestart_bash().await });
-        Ok(CoreSession { session })
+        Ok(CoreSession {
+            session,
+            runtime: self.runtime.clone(),
+        })
     }
 }
 
@@ -83,4 +87,66 @@ impl SandboxSession for CoreSession {
     async fn close(&self) {
         self.session.close().await;
     }
+
+    fn skills_installed(&self, workspace: &std::path::Path) {
+        let runtime = self.runtime.clone();
+        let skills = workspace.join("skills");
+        // Compiling can take seconds for a large component (a CPython one is
+        // ~18 MB); doing it now, off the session's path, means the agent's first
+        // `wasm-run` usually finds it ready (or waits for this same compilation).
+        tokio::task::spawn_blocking(move || {
+            for path in skill_components(&skills) {
+                let limit = runtime.config().wasm_run.max_component_bytes;
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() || meta.len() > limit {
+                    continue;
+                }
+                let Ok(wasm) = std::fs::read(&path) else {
+                    continue;
+                };
+                let started = std::time::Instant::now();
+                match runtime.command_by_content(&wasm) {
+                    Ok(_) => tracing::debug!(
+                        component = %path.display(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "skill component precompiled"
+                    ),
+                    Err(e) => tracing::info!(
+                        component = %path.display(),
+                        error = %e,
+                        "skill file is not a runnable component"
+                    ),
+                }
+            }
+        });
+    }
+}
+
+/// `*.wasm` files of installed skills (`skills/<name>/**`, at most three levels
+/// below a skill and 32 files; links are not followed).
+fn skill_components(skills: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if out.len() >= 32 {
+                return;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() && depth < 4 {
+                walk(&path, depth + 1, out);
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "wasm") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(skills, 0, &mut out);
+    out
 }

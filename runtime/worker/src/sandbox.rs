@@ -46,6 +46,13 @@ pub trait SandboxSession: Send + Sync + 'static {
 
     /// Kills every process the sandbox started and releases it. Does not delete directories.
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Called once the session's skills are in `workspace/skills/`, before the first tool
+    /// call: a sandbox may prepare what they ship (the core one precompiles their WASI
+    /// components in the background). Default: nothing.
+    fn skills_installed(&self, workspace: &std::path::Path) {
+        let _ = workspace;
+    }
 }
 
 pub mod testing {

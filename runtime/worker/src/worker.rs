@@ -783,6 +783,7 @@ async fn serve_session<P: SandboxProvider>(
         remove_dir_logged(root).await;
         return Some(RunEnd::Cancelled);
     };
+    sandbox.skills_installed(&workspace);
     let cold_start = claimed_at.elapsed();
     shared
         .metrics

@@ -2,5 +2,5 @@
 //! `no_new_privs` and seccomp, then executes bash. See `wasm_sandbox_native::init`.
 
 fn main() {
-    wasm_sandbox_native::sandbox_init_main(std::env::args_os().skip(1))
+    wasm_sandbox_native::init_binary_main()
 }

@@ -6,7 +6,8 @@
 //!
 //! Usage: `fs_probe <op> <path> [arg]`, op ∈ read, write, list, stat,
 //! lstat, symlink (path = link, arg = target), hardlink (path = new, arg =
-//! existing), mkdir, remove, rename (arg = destination), readlink.
+//! existing), mkdir, remove, rename (arg = destination), readlink; `spin`
+//! computes forever (for cancellation tests).
 
 use std::fs;
 
@@ -15,6 +16,12 @@ fn main() {
     let op = args.get(1).map(String::as_str).unwrap_or("");
     let path = args.get(2).cloned().unwrap_or_default();
     let arg = args.get(3).cloned().unwrap_or_default();
+    if op == "spin" {
+        let mut x = 0u64;
+        loop {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
     let r: std::io::Result<String> = match op {
         "read" => fs::read(&path).map(|b| String::from_utf8_lossy(&b).into_owned()),
         "write" => fs::write(&path, arg.as_bytes()).map(|()| "written".into()),

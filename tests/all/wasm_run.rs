@@ -1,0 +1,286 @@
+//! `wasm-run`: skill components started from bash inside the sandbox run under
+//! the worker's wasmtime with the session's preopens only.
+
+use crate::common::{Fixture, runtime};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use wasm_sandbox_runtime::ToolCall;
+
+/// The tests here count compilations; run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `command` with the bash tool; returns (text, is_error).
+fn bash(rt: &tokio::runtime::Runtime, f: &Fixture, command: &str) -> (String, bool) {
+    let call = ToolCall::new("toolu_b", "bash", json!({ "command": command }));
+    let r = rt
+        .block_on(f.session.call_tool(&call))
+        .expect("bash is ours");
+    (r.text_content(), r.is_error)
+}
+
+fn install(f: &Fixture, skill: &str, file: &str, wasm: &[u8]) -> String {
+    let dir = f.ws().join("skills").join(skill);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), wasm).unwrap();
+    format!("skills/{skill}/{file}")
+}
+
+pub(crate) fn wordcount() -> Vec<u8> {
+    std::fs::read(env!("SKILL_WORDCOUNT_WASM")).expect("wordcount.wasm (built by tests/build.rs)")
+}
+
+/// The componentize-py example, built by `examples/skills/py-wordfreq/build.sh`
+/// (`scripts/test.sh` runs it first).
+pub(crate) fn wordfreq() -> Vec<u8> {
+    let path = std::env::var_os("WASM_SANDBOX_PY_SKILL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/skills/py-wordfreq/wordfreq.wasm")
+        });
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build it with examples/skills/py-wordfreq/build.sh (scripts/test.sh does)",
+            path.display()
+        )
+    })
+}
+
+/// `bytes` with a custom section appended: same code, different content hash.
+fn unique(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = b"wasm-sandbox-test";
+    let body_len = 1 + name.len() + tag.len();
+    bytes.push(0);
+    bytes.push(u8::try_from(body_len).unwrap());
+    bytes.push(u8::try_from(name.len()).unwrap());
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+#[test]
+fn rust_skill_component_runs_from_bash_with_the_sessions_files() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let tool = install(&f, "rust-wordcount", "wordcount.wasm", &wordcount());
+    std::fs::write(f.ws().join("doc.txt"), "Alpha beta\nbeta GAMMA beta\n").unwrap();
+    std::fs::create_dir_all(f.ws().join("sub")).unwrap();
+    std::fs::write(f.ws().join("sub/x.txt"), "one\n").unwrap();
+
+    // Relative component path and relative file (the working directory is `.`).
+    let (out, err) = bash(&rt, &f, &format!("wasm-run {tool} --top 2 doc.txt"));
+    assert!(!err, "{out}");
+    assert_eq!(out, "2 5 27 doc.txt\n3 beta\n1 alpha");
+
+    // From a subdirectory, absolute and `..` paths, several files.
+    let (out, err) = bash(
+        &rt,
+        &f,
+        &format!("(cd sub && wasm-run ../{tool} x.txt /workspace/doc.txt)"),
+    );
+    assert!(!err, "{out}");
+    assert_eq!(out, "1 1 4 x.txt\n2 5 27 /workspace/doc.txt\n3 6 31 total");
+
+    // stdin is relayed; memory stores are visible at their mount paths.
+    let (out, _) = bash(
+        &rt,
+        &f,
+        &format!(
+            "printf 'a b c\\n' | wasm-run /workspace/{tool}; wasm-run {tool} /mnt/memory/notes/policy.md"
+        ),
+    );
+    assert_eq!(out, "1 3 6 -\n1 2 8 /mnt/memory/notes/policy.md");
+
+    // The component's exit status and stderr come back to bash.
+    let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} missing.txt; echo rc=$?"));
+    assert!(out.starts_with("wordcount: missing.txt: "), "{out}");
+    assert!(out.ends_with("rc=1"), "{out}");
+
+    // Output piped onwards works like a native command's.
+    let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} doc.txt | tr a-z A-Z"));
+    assert_eq!(out, "2 5 27 DOC.TXT");
+}
+
+#[test]
+fn components_cannot_name_the_host() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let tool = install(&f, "rust-wordcount", "wordcount.wasm", &wordcount());
+    let secret = f.base().join("secret.txt");
+    // Host paths, the sandbox's own system files, and climbing out of the
+    // working directory all fail inside the component (no such preopen).
+    for path in [
+        secret.to_str().unwrap(),
+        "/etc/passwd",
+        "/proc/self/environ",
+        "../../../../etc/passwd",
+        "/workspace/../../etc/hostname",
+    ] {
+        let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} '{path}'; echo rc=$?"));
+        assert!(
+            out.starts_with(&format!("wordcount: {path}: ")) && out.ends_with("rc=1"),
+            "{path}: {out}"
+        );
+        assert!(
+            !out.contains("TOP SECRET") && !out.contains("root:"),
+            "{out}"
+        );
+    }
+    // A symlink planted in the workspace that points at the host is not followed
+    // for the component file either.
+    std::os::unix::fs::symlink(&secret, f.ws().join("evil.wasm")).unwrap();
+    let (out, _) = bash(&rt, &f, "wasm-run evil.wasm; echo rc=$?");
+    assert!(out.starts_with("wasm-run: evil.wasm: "), "{out}");
+    assert!(out.ends_with("rc=126"), "{out}");
+    // Components outside the session's directories cannot be named.
+    let (out, _) = bash(
+        &rt,
+        &f,
+        &format!("cp {tool} /tmp/t.wasm && wasm-run /tmp/t.wasm; echo rc=$?"),
+    );
+    assert!(out.contains("only components under /workspace"), "{out}");
+    assert!(out.ends_with("rc=126"), "{out}");
+    // Not a component.
+    std::fs::write(f.ws().join("text.wasm"), "hello").unwrap();
+    let (out, _) = bash(&rt, &f, "wasm-run text.wasm; echo rc=$?");
+    assert_eq!(out, "wasm-run: text.wasm: not a WebAssembly file\nrc=126");
+    let (out, _) = bash(&rt, &f, "wasm-run; echo rc=$?");
+    assert!(out.starts_with("usage: wasm-run"), "{out}");
+    assert!(out.ends_with("rc=2"), "{out}");
+}
+
+#[test]
+fn read_only_stores_stay_read_only_for_components() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let probe = install(
+        &f,
+        "probe",
+        "fs_probe.wasm",
+        &std::fs::read(env!("FS_PROBE_WASM")).unwrap(),
+    );
+    let (out, _) = bash(
+        &rt,
+        &f,
+        &format!(
+            "wasm-run {probe} write /mnt/memory/notes/x hi; wasm-run {probe} write /mnt/memory/scratch/y hi; wasm-run {probe} write out.txt hi"
+        ),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("err "), "{out}");
+    assert_eq!(lines[1..], ["ok written", "ok written"], "{out}");
+    assert!(!f.base().join("notes/x").exists());
+    assert_eq!(
+        std::fs::read_to_string(f.base().join("scratch/y")).unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.ws().join("out.txt")).unwrap(),
+        "hi"
+    );
+}
+
+#[test]
+fn components_compile_once_per_content_across_sessions() {
+    let _g = serial();
+    let rt = tokio();
+    let wasm = unique(wordcount(), "compile-once");
+    let a = Fixture::new();
+    let b = Fixture::new();
+    let before = runtime().command_compilations();
+    for f in [&a, &b] {
+        let tool = install(f, "wc", "wc.wasm", &wasm);
+        std::fs::write(f.ws().join("t.txt"), "x\n").unwrap();
+        let (out, err) = bash(
+            &rt,
+            f,
+            &format!("wasm-run {tool} t.txt && wasm-run {tool} t.txt"),
+        );
+        assert!(!err, "{out}");
+        assert_eq!(out, "1 1 2 t.txt\n1 1 2 t.txt");
+    }
+    assert_eq!(
+        runtime().command_compilations() - before,
+        1,
+        "one compilation for the same bytes in two sessions"
+    );
+    // Changed bytes (a skill edited in one session) are a new compilation; the
+    // other session's cached copy is not affected.
+    let tool = install(&a, "wc", "wc.wasm", &unique(wordcount(), "edited"));
+    let (out, _) = bash(&rt, &a, &format!("wasm-run {tool} t.txt"));
+    assert_eq!(out, "1 1 2 t.txt");
+    assert_eq!(runtime().command_compilations() - before, 2);
+}
+
+#[test]
+fn a_killed_caller_cancels_the_component() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let probe = install(
+        &f,
+        "probe",
+        "fs_probe.wasm",
+        &std::fs::read(env!("FS_PROBE_WASM")).unwrap(),
+    );
+    let tool = install(&f, "rust-wordcount", "wordcount.wasm", &wordcount());
+    // Three spinning runs, each killed after 0.3 s. A session runs at most two
+    // components at once, so if the runs were not cancelled the last command
+    // would wait forever (and the tool call time out).
+    let (out, err) = bash(
+        &rt,
+        &f,
+        &format!(
+            "for i in 1 2 3; do timeout 0.3 wasm-run {probe} spin; echo rc=$?; done; echo x | wasm-run {tool}"
+        ),
+    );
+    assert!(!err, "{out}");
+    assert_eq!(out, "rc=124\nrc=124\nrc=124\n1 1 2 -");
+}
+
+#[test]
+fn python_skill_component_built_with_componentize_py_runs_from_bash() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let tool = install(&f, "py-wordfreq", "wordfreq.wasm", &wordfreq());
+    std::fs::write(f.ws().join("doc.txt"), "Alpha beta\nbeta GAMMA beta\n").unwrap();
+    let (out, err) = bash(&rt, &f, &format!("wasm-run {tool} --top 2 doc.txt"));
+    assert!(!err, "{out}");
+    assert_eq!(
+        out,
+        r#"{"files": {"doc.txt": {"lines": 2, "words": 5}}, "top": [["beta", 3], ["alpha", 1]]}"#
+    );
+    // It can read /workspace but not the host.
+    let secret = f.base().join("secret.txt");
+    let (out, _) = bash(
+        &rt,
+        &f,
+        &format!(
+            "wasm-run {tool} '{}' /etc/passwd; echo rc=$?",
+            secret.display()
+        ),
+    );
+    assert!(
+        !out.contains("TOP SECRET") && !out.contains("root:"),
+        "{out}"
+    );
+    assert!(out.ends_with("rc=1"), "{out}");
+    assert!(out.contains("No such file or directory"), "{out}");
+}
