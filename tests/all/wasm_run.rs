@@ -220,10 +220,24 @@ fn components_compile_once_per_content_across_sessions() {
         1,
         "one compilation for the same bytes in two sessions"
     );
-    // Changed bytes (a skill edited in one session) are a new compilation; the
-    // other session's cached copy is not affected.
-    let tool = install(&a, "wc", "wc.wasm", &unique(wordcount(), "edited"));
-    let (out, _) = bash(&rt, &a, &format!("wasm-run {tool} t.txt"));
+    // Changed bytes (a skill edited in one session) are a new compilation, even
+    // when the size stays the same and the mtime is put back (the file identity
+    // cache keys on ctime too); the other session's cached copy is not affected.
+    let path = a.ws().join("skills/wc/wc.wasm");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let edited = unique(wordcount(), "edited-once!");
+    assert_eq!(edited.len(), wasm.len());
+    std::fs::write(&path, &edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (out, _) = bash(&rt, &a, "wasm-run skills/wc/wc.wasm t.txt");
+    assert_eq!(out, "1 1 2 t.txt");
+    assert_eq!(runtime().command_compilations() - before, 2);
+    let (out, _) = bash(&rt, &b, "wasm-run skills/wc/wc.wasm t.txt");
     assert_eq!(out, "1 1 2 t.txt");
     assert_eq!(runtime().command_compilations() - before, 2);
 }

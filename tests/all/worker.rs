@@ -951,3 +951,43 @@ async fn skill_components_run_from_bash_end_to_end() {
     assert_eq!(labels, ["write", "rust", "python", "host"]);
     assert_eq!(results[1].1, "2 5 23 notes.txt\n3 red");
 }
+
+/// As in the reference: an item whose session has memory stores but whose secret
+/// carries no sessions token fails (force-stopped, no tool run) instead of running
+/// the agent without its memories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stores_without_a_sessions_token_fail_the_item() {
+    let fake = FakeControlPlane::start(FakeConfig {
+        lease_ttl_seconds: 3,
+        mint_secrets: false,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake control plane");
+    let dir = tempfile::tempdir().unwrap();
+    let (work_id, session_id) = fake.enqueue_session(scenario(json!({
+        "name": "memory-no-token",
+        "memory_stores": [{"name": "notes", "memories": {"/a.md": "hello\n"}}],
+        "prompt": "Use memory.",
+        "steps": [
+            {"tool_use": {"label": "read", "name": "read",
+                          "input": {"file_path": "/mnt/memory/notes/a.md"}}},
+            {"idle": {"stop_reason": "end_turn"}},
+            "terminate"
+        ]
+    })));
+    finished(start(config(&fake, dir.path()), core_provider()))
+        .await
+        .unwrap();
+    assert!(fake.tool_results(&session_id).is_empty());
+    let stops: Vec<_> = fake
+        .stops()
+        .into_iter()
+        .filter(|s| s.work_id == work_id)
+        .collect();
+    assert!(stops.iter().any(|s| s.force), "{stops:?}");
+    assert!(
+        !fake.requests().iter().any(|r| r.path.contains("memor")),
+        "no memory endpoint is called without a token"
+    );
+}

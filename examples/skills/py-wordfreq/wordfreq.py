@@ -5,7 +5,8 @@ Built with componentize-py into ``wordfreq.wasm`` (a ``wasi:cli/command``) by
 
     wasm-run skills/py-wordfreq/wordfreq.wasm [--top N] [FILE...]
 
-It prints one JSON line: per-file line and word counts and the N (default 10)
+The same file also runs natively (``python3 wordfreq.py``), which is what the
+benchmark compares the component against. It prints one JSON line: per-file line and word counts and the N (default 10)
 most frequent words, case-folded. Standard library only: the interpreter and
 the stdlib modules it imports are inside the component, so it needs no Python
 on the host and reaches only the session's directories (``/workspace``,
@@ -25,8 +26,11 @@ import re
 import sys
 from collections import Counter
 
-from componentize_py_types import Err
-from wit_world import exports
+try:  # inside the component (componentize-py's generated bindings)
+    from componentize_py_types import Err
+    from wit_world import exports
+except ImportError:  # plain `python3 wordfreq.py` (the native path, for comparison)
+    exports = None
 
 WORD = re.compile(r"[^\W_]+")
 
@@ -61,7 +65,12 @@ def main(argv: list[str]) -> int:
     return status
 
 
-class Run(exports.Run):
-    def run(self) -> None:
-        if main(sys.argv[1:]) != 0:
-            raise Err(None)
+if exports is not None:
+
+    class Run(exports.Run):
+        def run(self) -> None:
+            if main(sys.argv[1:]) != 0:
+                raise Err(None)
+
+elif __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

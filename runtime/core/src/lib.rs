@@ -12,6 +12,15 @@
 //!   instantiated per session from an `InstancePre`.
 //! * bash runs natively in a Linux sandbox (crate `wasm-sandbox-native`).
 //!
+//! ## Components from bash
+//!
+//! Inside the bash sandbox, `wasm-run COMPONENT.wasm ARGS…` runs a
+//! `wasi:cli/command` component (e.g. one a skill ships) under this runtime's
+//! engine with the session's preopens, no sockets and the wasi-nn binding; the
+//! shim relays stdio over a per-session unix socket. Components are compiled
+//! once per content hash ([`Runtime::command_by_content`]). Configured by
+//! [`WasmRunConfig`]; on by default whenever bash has its sandbox.
+//!
 //! ## Recipe
 //!
 //! 1. Build a [`RuntimeConfig`] (defaults are fine).

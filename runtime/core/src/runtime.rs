@@ -41,11 +41,42 @@ pub(crate) struct RuntimeInner {
     command_compilations: AtomicU64,
     /// Command components by SHA-256 of their bytes (see [`Runtime::command_by_content`]).
     commands: Mutex<CommandCache>,
+    /// File identity → content hash, so a file run again is not re-read and re-hashed
+    /// (see [`Runtime::command_for_file`]).
+    file_hashes: Mutex<HashMap<FileKey, [u8; 32]>>,
     /// Private directory for the sessions' `wasm-run` sockets, made on first use.
     bridge_dir: OnceLock<std::result::Result<PathBuf, String>>,
 }
 
 type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, String>>>;
+
+/// What identifies a file's content without reading it: device, inode, size, mtime and
+/// ctime (nanoseconds). Every write, truncate or rename updates ctime, and ctime cannot be
+/// set by an unprivileged process.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(meta: &std::fs::Metadata) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Most file identities remembered by [`Runtime::command_for_file`].
+const FILE_HASHES_MAX: usize = 4096;
 
 #[derive(Default)]
 struct CommandCache {
@@ -103,6 +134,7 @@ impl Runtime {
                 compilations,
                 command_compilations: AtomicU64::new(0),
                 commands: Mutex::default(),
+                file_hashes: Mutex::default(),
                 bridge_dir: OnceLock::new(),
             }),
         })
@@ -149,7 +181,77 @@ impl Runtime {
     /// "these bytes were seen before" (timing).
     pub fn command_by_content(&self, wasm: &[u8]) -> Result<CommandComponent> {
         use sha2::Digest;
-        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
+        self.command_by_hash(sha2::Sha256::digest(wasm).into(), wasm)
+    }
+
+    /// [`Runtime::command_by_content`] for an open file, skipping the read and the
+    /// hash when this file (same device, inode, size, mtime and ctime) was seen
+    /// before and its compiled form is still cached. Large components (a
+    /// componentize-py one is ~18 MB) then cost a `fstat` instead of ~20 ms of
+    /// reading and hashing. At most `max_bytes` are read.
+    ///
+    /// Reusing the identity is safe: the compiled code still comes from bytes
+    /// that were hashed, and any change to the file changes its ctime; at worst a
+    /// racing writer gets the version it just replaced, which only it could name.
+    pub fn command_for_file(
+        &self,
+        file: &std::fs::File,
+        max_bytes: u64,
+    ) -> Result<CommandComponent> {
+        use sha2::Digest;
+        use std::io::Read;
+        let meta = file.metadata().map_err(Error::Io)?;
+        let id = FileKey::of(&meta);
+        let known = self
+            .inner
+            .file_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        if let Some(Ok(c)) = known.and_then(|hash| self.cached_command(&hash)) {
+            return Ok(c);
+        }
+        if meta.len() > max_bytes {
+            return Err(Error::Sandbox(format!(
+                "component of {} bytes exceeds the limit of {max_bytes}",
+                meta.len()
+            )));
+        }
+        let mut wasm = Vec::with_capacity(meta.len() as usize);
+        file.take(max_bytes + 1)
+            .read_to_end(&mut wasm)
+            .map_err(Error::Io)?;
+        if wasm.len() as u64 > max_bytes {
+            return Err(Error::Sandbox("component grew past the size limit".into()));
+        }
+        let hash: [u8; 32] = sha2::Sha256::digest(&wasm).into();
+        let command = self.command_by_hash(hash, &wasm)?;
+        let mut ids = self
+            .inner
+            .file_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ids.len() >= FILE_HASHES_MAX {
+            ids.clear();
+        }
+        ids.insert(id, hash);
+        Ok(command)
+    }
+
+    fn cached_command(
+        &self,
+        hash: &[u8; 32],
+    ) -> Option<std::result::Result<CommandComponent, String>> {
+        let cache = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache.cells.get(hash).and_then(|c| c.get().cloned())
+    }
+
+    fn command_by_hash(&self, key: [u8; 32], wasm: &[u8]) -> Result<CommandComponent> {
         let cell = {
             let mut cache = self
                 .inner

@@ -341,13 +341,12 @@ fn run(ctx: &RunContext, conn: &Conn, request: Request) -> Result<i32, RunError>
         return Err(RunError::Fail("no component given".into()));
     };
     let target = resolve(&ctx.preopens, &request.cwd, path).map_err(RunError::Fail)?;
-    let wasm = read_component(&target, config.max_component_bytes)
-        .map_err(|e| RunError::Fail(format!("{path}: {e}")))?;
+    let file = open_component(&target).map_err(|e| RunError::Fail(format!("{path}: {e}")))?;
     let command = ctx
         .runtime
-        .command_by_content(&wasm)
+        .command_for_file(&file, config.max_component_bytes)
         .map_err(|e| RunError::Fail(format!("{path}: {e}")))?;
-    drop(wasm);
+    drop(file);
     // `.` for the working directory, when it is one of the session's directories.
     let cwd = resolve(&ctx.preopens, &request.cwd, ".")
         .ok()
@@ -484,30 +483,22 @@ fn open_dir(t: &Target) -> io::Result<cap_std::fs::Dir> {
     }
 }
 
-fn read_component(t: &Target, max: u64) -> io::Result<Vec<u8>> {
+/// Opens the component file through the preopen's directory (never following a
+/// link out of it) and checks it is a regular WebAssembly file.
+fn open_component(t: &Target) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::FileExt;
     if t.rel.is_empty() {
         return Err(io::Error::other("is a directory"));
     }
-    let file = open_root(t)?.open(&t.rel)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    let file = open_root(t)?.open(&t.rel)?.into_std();
+    if !file.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    if meta.len() > max {
-        return Err(io::Error::other(format!(
-            "component of {} bytes exceeds wasm_run.max_component_bytes ({max})",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.into_std().take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(io::Error::other("component grew past the size limit"));
-    }
-    if !bytes.starts_with(b"\0asm") {
+    let mut magic = [0u8; 4];
+    if file.read_exact_at(&mut magic, 0).is_err() || &magic != b"\0asm" {
         return Err(io::Error::other("not a WebAssembly file"));
     }
-    Ok(bytes)
+    Ok(file)
 }
 
 /// stdin: each read asks the shim for at most `size` bytes of its stdin.

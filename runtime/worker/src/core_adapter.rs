@@ -97,17 +97,12 @@ impl SandboxSession for CoreSession {
         tokio::task::spawn_blocking(move || {
             for path in skill_components(&skills) {
                 let limit = runtime.config().wasm_run.max_component_bytes;
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if !meta.is_file() || meta.len() > limit {
-                    continue;
-                }
-                let Ok(wasm) = std::fs::read(&path) else {
+                let Ok(file) = open_no_follow(&path) else {
                     continue;
                 };
                 let started = std::time::Instant::now();
-                match runtime.command_by_content(&wasm) {
+                // By file, so the agent's first `wasm-run` of it skips the read and hash.
+                match runtime.command_for_file(&file, limit) {
                     Ok(_) => tracing::debug!(
                         component = %path.display(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -122,6 +117,14 @@ impl SandboxSession for CoreSession {
             }
         });
     }
+}
+
+fn open_no_follow(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// `*.wasm` files of installed skills (`skills/<name>/**`, at most three levels

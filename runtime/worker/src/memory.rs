@@ -13,7 +13,8 @@
 //! mounted read-only for both the file tools and bash, and is never pushed.
 //!
 //! Memory endpoints reject the environment key, so stores are used only with a sessions token;
-//! without one the session runs without its stores (logged). A failed download fails the item.
+//! an item whose session has stores but whose secret carries no token fails, as in the
+//! reference. A failed download fails the item.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,9 +243,10 @@ impl std::fmt::Debug for MemoryStores {
 }
 
 /// Downloads every store attached to the session under `<root>/memory/` and returns them with
-/// the mounts for the sandbox. `Ok(None)`: nothing to mount (no stores, or no sessions token).
-/// `Err`: the item must fail (a bad mount path or a failed download); what was created is left
-/// for the session directory's removal.
+/// the mounts for the sandbox. `Ok(None)`: nothing to mount (no stores).
+/// `Err`: the item must fail (stores but no sessions token, as the reference fails it; a bad
+/// mount path; a failed download); what was created is left for the session directory's
+/// removal.
 pub async fn prepare(
     item: &ItemClient,
     session: &Session,
@@ -256,10 +258,14 @@ pub async fn prepare(
         return Ok(None);
     }
     if !has_sessions_token {
-        tracing::warn!(
-            "the session has memory stores but the item carried no sessions token; running without them"
+        // The reference (sync enabled, its default) fails such an item rather than run the
+        // agent without the memories it was promised; so do we.
+        return Err(
+            "the session has memory stores attached, but the work item carried no sessions \
+             token; the memory endpoints reject the environment key, so the stores cannot be \
+             mounted"
+                .to_owned(),
         );
-        return Ok(None);
     }
     if refs.len() > MAX_STORES_PER_SESSION {
         return Err(format!(
