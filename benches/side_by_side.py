@@ -7,9 +7,11 @@ Usually run through `benches/side_by_side.sh`, which builds the release binaries
 Every run starts a fresh `serve-fake` (tests/fake-control-plane), enqueues copies of one
 scripted session (default `benches/scenarios/per-tool.json`), starts one worker process,
 waits until every work item is stopped, and reads the fake's records. Runs are interleaved
-reference, ours, reference, ours, … (`--rounds` rounds; each round runs both workers at
-concurrency 1 and then at concurrency 8), so slow drift of this shared machine hits both
-alike. Reference at concurrency N = N `EnvironmentWorker` instances in one Python process
+reference, ours, reference, ours, … (`--rounds` rounds; each round first starts each worker
+on an empty queue `--startup-probes` times, then runs both workers at concurrency 1 and then
+at concurrency 8), so slow drift of this shared machine hits both alike. Ours runs with a
+compile cache (`[runtime.engine] cache_dir`, primed once before round 1) unless
+`--no-compile-cache`; the probes also start it without one. Reference at concurrency N = N `EnvironmentWorker` instances in one Python process
 (as `run.py --workers N`); ours = `wasm-sandbox serve --concurrency N`.
 
 Every time below is taken by the fake, on one clock, on loopback:
@@ -21,8 +23,9 @@ Every time below is taken by the fake, on one clock, on loopback:
   The script emits the next call only after the previous one is answered, so calls never
   overlap within a session;
 * sessions/s: sessions / (first `ack` -> last force-`stop` of the run);
-* start -> first poll: `Popen` of the worker process (driver's wall clock, same host clock)
-  -> the fake's arrival time of the first `work/poll` request;
+* start -> first poll (probes): `Popen` of the worker process (driver's wall clock, same host
+  clock) -> the fake's arrival time of the first `work/poll` request; idle RSS: VmRSS 0.5 s
+  later;
 * RSS: VmHWM (peak resident set) of the worker process from /proc/<pid>/status, read just
   before SIGTERM; plus the peak over 50 ms samples of the summed VmRSS of the worker and all
   its descendants (bash shells, bubblewrap sandboxes), reported separately.

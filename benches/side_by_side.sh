@@ -9,7 +9,8 @@
 # Writes target/side-by-side/results.json (raw samples), target/side-by-side/latency.svg
 # (latency CDFs) and the worker logs. Needs bubblewrap, and Python 3 with venv + PyPI
 # access the first time (the SDK goes into target/side-by-side/venv).
-# Default size: 3 rounds, ~2-4 minutes after the build on the project's 2-core VM.
+# Default size: 5 rounds, ~3.5 minutes after the build on the project's 2-core VM.
+# Results and how to read them: BENCHMARKS.md, "Side by side with the reference worker".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=1

@@ -219,7 +219,7 @@ impl Runtime {
             )));
         }
         let mut wasm = Vec::with_capacity(meta.len() as usize);
-        file.take(max_bytes + 1)
+        file.take(max_bytes.saturating_add(1))
             .read_to_end(&mut wasm)
             .map_err(Error::Io)?;
         if wasm.len() as u64 > max_bytes {

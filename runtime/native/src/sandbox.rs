@@ -1198,13 +1198,28 @@ impl Shell {
     }
 }
 
+/// Live processes of the pid namespace `ns`. Zombies are left out: they are already
+/// dead (SIGKILL cannot remove them; their parent reaps them), and counting them made
+/// teardown spin for up to two seconds when an exited sandbox process was reaped late.
 fn processes_in_ns(ns: u64) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| pid_ns_inode(*p) == Some(ns))
+        .filter(|p| pid_ns_inode(*p) == Some(ns) && !is_zombie(*p))
         .collect()
+}
+
+/// True when the process has exited and awaits reaping (state `Z`; `X` = dead).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("");
+    matches!(state, "Z" | "X" | "")
 }
 
 impl Drop for Shell {
@@ -1234,6 +1249,21 @@ impl Drop for Shell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exited_unreaped_processes_count_as_gone() {
+        assert!(!is_zombie(std::process::id() as i32));
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        // Not waited for yet: once it exits it stays a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(is_zombie(pid), "an exited child is a zombie until reaped");
+        child.wait().expect("reap");
+        assert!(is_zombie(pid), "a reaped pid no longer exists");
+    }
 
     #[test]
     fn store_paths_are_checked() {

@@ -46,7 +46,16 @@ impl CoreProvider {
                 .map_err(|e| anyhow::anyhow!("[runtime] config: {e}"))?,
             None => RuntimeConfig::default(),
         };
-        Ok(CoreProvider::new(Runtime::new(config)?))
+        let runtime = Runtime::new(config)?;
+        // Compiling the file-tools component at start-up leaves tens of MB of freed
+        // compiler memory in glibc's arenas; give it back so an idle worker's RSS is what
+        // it actually uses (measured: BENCHMARKS.md, "Idle worker RSS").
+        // SAFETY: malloc_trim only releases free heap memory; no pointers are affected.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        Ok(CoreProvider::new(runtime))
     }
 
     /// The core runtime.
