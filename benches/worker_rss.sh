@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle worker RSS: `wasm-sandbox serve` (release) polling an empty queue on the
-# fake control plane (its `serve-fake` binary), measured after it settles.
+# fake control plane (its `serve-fake` binary), measured after it settles (10 s: without a compile cache it first spends ~3-5 s compiling the file-tools component, so an earlier reading catches the compiler's memory).
 # Usage: benches/worker_rss.sh   (prints one markdown table row)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,6 @@ key=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline()
 ANTHROPIC_ENVIRONMENT_KEY="$key" target/release/wasm-sandbox serve --base-url "$url" \
   --environment-id "$env_id" --workdir "$work" --log-format json 2>/dev/null &
 worker=$!
-sleep 3
+sleep 10
 rss=$(awk '/^VmRSS:/ {print $2}' /proc/$worker/status)
-echo "| idle worker RSS (release \`wasm-sandbox serve\`, empty queue, after 3 s) | ${rss} KiB |"
+echo "| idle worker RSS (release \`wasm-sandbox serve\`, empty queue, after 10 s: past the start-up compile) | ${rss} KiB |"

@@ -30,6 +30,35 @@ enum Command {
     Serve(Box<wasm_sandbox_worker::serve::ServeArgs>),
     /// Run tool calls from JSON lines on stdin; print one result line per call.
     Replay(replay::ReplayCommand),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Check a `serve --config` file as `serve` would (unknown keys, durations, the
+    /// `[runtime]` table) without starting anything; print the runtime configuration in
+    /// effect as TOML.
+    Check {
+        /// The TOML file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
+
+fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Check { config } => {
+            let file = wasm_sandbox_worker::serve::FileConfig::load(&config)?;
+            let runtime = file
+                .check()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            println!("# {}: ok; the [runtime] table in effect:", config.display());
+            print!("{}", toml::to_string(&runtime)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,6 +78,7 @@ fn main() -> ExitCode {
             init_tracing("warn");
             cmd.execute()
         }
+        Command::Config(cmd) => config(cmd),
     };
     match result {
         Ok(code) => code,

@@ -147,3 +147,50 @@ fn help_describes_replay() {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }
 }
+
+/// `config check` accepts the shipped Kubernetes config and names a mistyped key.
+#[test]
+fn config_check_accepts_the_deploy_config_and_rejects_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/k8s/base/configmap.yaml"
+    ))
+    .unwrap();
+    // The TOML is the indented block after `wasm-sandbox.toml: |`.
+    let toml: String = manifest
+        .split("wasm-sandbox.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm-sandbox"))
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cache_dir = \"/var/lib/wasm-sandbox/cache\""),
+        "{stdout}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[runtime.wasm_run]\nenabeld = false\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm-sandbox"))
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enabeld"));
+}

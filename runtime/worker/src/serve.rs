@@ -157,6 +157,30 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         Ok(toml::from_str(text)?)
     }
+
+    /// Checks everything `serve` would check before starting, without starting anything:
+    /// the durations and the `[runtime]` table (unknown keys are errors there too).
+    /// Returns the runtime configuration in effect (`wasm-sandbox config check`).
+    pub fn check(&self) -> anyhow::Result<wasm_sandbox_runtime::RuntimeConfig> {
+        for (key, v) in [
+            ("max_idle", &self.max_idle),
+            ("tool_timeout", &self.tool_timeout),
+        ] {
+            if let Some(v) = v {
+                toml_duration(v, key)?;
+            }
+        }
+        if self.concurrency == Some(0) {
+            anyhow::bail!("concurrency: must be at least 1");
+        }
+        match &self.runtime {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e| anyhow::anyhow!("[runtime]: {e}")),
+            None => Ok(wasm_sandbox_runtime::RuntimeConfig::default()),
+        }
+    }
 }
 
 /// Flags, environment and config file merged.
@@ -573,6 +597,15 @@ mod tests {
     #[test]
     fn config_rejects_unknown_keys_and_the_key() {
         assert!(FileConfig::parse("concurrency = 2\nbogus = 1\n").is_err());
+        let checked = FileConfig::parse("[runtime.wasm_run]\nmax_concurrent_per_session = 3\n")
+            .unwrap()
+            .check()
+            .unwrap();
+        assert_eq!(checked.wasm_run.max_concurrent_per_session, 3);
+        let typo = FileConfig::parse("[runtime.engine]\ncache_dri = \"/x\"\n").unwrap();
+        assert!(typo.check().unwrap_err().to_string().contains("cache_dri"));
+        let bad = FileConfig::parse("max_idle = \"soon\"\n").unwrap();
+        assert!(bad.check().is_err());
         let e = FileConfig::parse("environment_key = \"sk\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("environment_key"), "{e:#}");
         let c = FileConfig::parse(
