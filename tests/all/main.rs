@@ -5,6 +5,7 @@ mod common;
 mod confinement;
 mod differential;
 mod nn;
+mod pool;
 mod runtime;
 mod wasm_run;
 mod worker;

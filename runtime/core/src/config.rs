@@ -31,6 +31,30 @@ pub struct RuntimeConfig {
     pub nn: wasm_sandbox_hostcalls_nn::NnConfig,
     /// `wasm-run`: WASI components started from bash (see [`WasmRunConfig`]).
     pub wasm_run: WasmRunConfig,
+    /// Bash sandboxes started ahead of demand (see [`PoolConfig`]).
+    pub pool: PoolConfig,
+}
+
+/// The `[pool]` table: bash sandboxes started before sessions need them, so a
+/// new session's first bash call does not wait for bubblewrap, Landlock and
+/// seccomp set-up, and that set-up does not compete with its first tool calls.
+///
+/// A pooled sandbox is started on two empty directories under `dir`; a new
+/// session without memory stores and with the default environment takes one,
+/// and its directories are renamed to the session's `workspace` and `outputs`
+/// (the sandbox's mounts follow a rename). The sandbox has run nothing, so it
+/// is as fresh as one started for the session. Sessions the pool cannot serve
+/// (memory stores, an explicit env, a rename across filesystems) start their
+/// own sandbox as before.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// How many started sandboxes to keep ready. Unset = 0 for an embedder;
+    /// `wasm-sandbox serve` then uses `min(concurrency, 4)`.
+    pub sandboxes: Option<usize>,
+    /// Where pooled sandboxes' directories live; must be on the same filesystem
+    /// as the session roots. `wasm-sandbox serve` defaults it to `<workdir>/pool`.
+    pub dir: Option<PathBuf>,
 }
 
 /// The `[wasm_run]` table: components that code in the bash sandbox runs with

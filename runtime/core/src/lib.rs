@@ -50,7 +50,7 @@ mod session;
 mod tool;
 mod wasm_run;
 
-pub use config::{Cap, EngineConfig, LimitsConfig, RuntimeConfig, WasmRunConfig};
+pub use config::{Cap, EngineConfig, LimitsConfig, PoolConfig, RuntimeConfig, WasmRunConfig};
 pub use file_tools::{CommandOutput, SessionState};
 pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
 pub use session::{

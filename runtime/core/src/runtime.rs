@@ -46,6 +46,18 @@ pub(crate) struct RuntimeInner {
     file_hashes: Mutex<HashMap<FileKey, [u8; 32]>>,
     /// Private directory for the sessions' `wasm-run` sockets, made on first use.
     bridge_dir: OnceLock<std::result::Result<PathBuf, String>>,
+    /// Started bash sandboxes waiting for a session (see [`crate::PoolConfig`]).
+    pool: Mutex<Vec<Pooled>>,
+    /// Pooled sandboxes being started.
+    pool_starting: std::sync::atomic::AtomicUsize,
+    pool_names: AtomicU64,
+}
+
+/// A bash sandbox started ahead of demand, on `<pool dir>/<name>/{workspace,outputs}`.
+pub(crate) struct Pooled {
+    pub dir: PathBuf,
+    pub bash: wasm_sandbox_native::BashSession,
+    pub bridge: Option<crate::wasm_run::Bridge>,
 }
 
 type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, String>>>;
@@ -86,6 +98,13 @@ struct CommandCache {
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
+        // Pooled shells die with their `BashSession`s; their directories go too.
+        let pooled = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for p in pooled {
+            let dir = p.dir.clone();
+            drop(p);
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if let Some(Ok(dir)) = self.bridge_dir.get() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -123,7 +142,7 @@ impl Runtime {
         if let Some(problem) = &bash.report().unavailable_reason {
             tracing::warn!(reason = %problem, "the bash sandbox is unavailable; bash calls will fail");
         }
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 tools_pre,
@@ -135,9 +154,14 @@ impl Runtime {
                 command_compilations: AtomicU64::new(0),
                 commands: Mutex::default(),
                 file_hashes: Mutex::default(),
+                pool: Mutex::default(),
+                pool_starting: std::sync::atomic::AtomicUsize::new(0),
+                pool_names: AtomicU64::new(0),
                 bridge_dir: OnceLock::new(),
             }),
-        })
+        };
+        runtime.fill_pool();
+        Ok(runtime)
     }
 
     /// Creates a fresh sandbox for one session (see [`SessionSpec`]).
@@ -327,6 +351,98 @@ impl Runtime {
             })
             .clone()
             .map_err(Error::Sandbox)
+    }
+
+    /// Starts pooled bash sandboxes in the background until `pool.sandboxes` are
+    /// ready or starting (see [`crate::PoolConfig`]). Called at start-up and
+    /// whenever a session takes one; a no-op without a tokio runtime, without a
+    /// pool directory or without a usable bash sandbox.
+    pub fn fill_pool(&self) {
+        let inner = &self.inner;
+        let want = inner.config.pool.sandboxes.unwrap_or(0);
+        let Some(dir) = inner.config.pool.dir.clone() else {
+            return;
+        };
+        let report = inner.bash.report();
+        if want == 0 || !report.available || report.unsandboxed_fallback {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        loop {
+            let ready = inner.pool.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let starting = inner.pool_starting.load(Ordering::Acquire);
+            if ready + starting >= want {
+                return;
+            }
+            inner.pool_starting.fetch_add(1, Ordering::AcqRel);
+            let runtime = self.clone();
+            let dir = dir.clone();
+            handle.spawn(async move {
+                if let Err(e) = runtime.start_pooled(&dir).await {
+                    tracing::warn!(error = %e, "could not start a pooled bash sandbox");
+                }
+                runtime.inner.pool_starting.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    async fn start_pooled(&self, dir: &std::path::Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let n = self.inner.pool_names.fetch_add(1, Ordering::Relaxed);
+        let name = format!("p{}-{n}", std::process::id());
+        let root = dir.join(&name);
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        for sub in ["workspace", "outputs"] {
+            builder.create(root.join(sub)).map_err(Error::Io)?;
+        }
+        let bridge = crate::wasm_run::Bridge::bind(self)?;
+        let spec = wasm_sandbox_native::BashSessionSpec {
+            session_id: format!("pool-{name}"),
+            workspace: root.join("workspace"),
+            outputs: root.join("outputs"),
+            memory_stores: Vec::new(),
+            env: None,
+            wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
+        };
+        let mut bash = wasm_sandbox_native::BashSession::new(self.inner.bash.clone(), spec);
+        if let Err(e) = bash.prestart().await {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(Error::Sandbox(e.to_string()));
+        }
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Pooled {
+                dir: root,
+                bash,
+                bridge,
+            });
+        Ok(())
+    }
+
+    /// Takes a ready pooled sandbox whose shell is still running, if any.
+    pub(crate) fn take_pooled(&self) -> Option<Pooled> {
+        let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = pool.pop() {
+            if p.bash.is_running() {
+                return Some(p);
+            }
+            let _ = std::fs::remove_dir_all(&p.dir);
+        }
+        None
+    }
+
+    /// How many started sandboxes are waiting in the pool.
+    pub fn pooled_sandboxes(&self) -> usize {
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// How many times this runtime compiled or deserialised the file-tools

@@ -118,6 +118,30 @@ impl Session {
             .outputs
             .clone()
             .unwrap_or_else(|| spec.root.join("outputs"));
+        // A sandbox started ahead of demand serves sessions that look like the
+        // one it was started for: no stores, the default env, the default layout.
+        let poolable = spec.memory_stores.is_empty()
+            && spec.env.is_none()
+            && spec.workspace.is_none()
+            && spec.outputs.is_none();
+        let pooled = if poolable {
+            let taken = runtime.take_pooled().and_then(|p| {
+                match adopt_dirs(&p.dir, &spec.root, &workspace, &outputs) {
+                    Ok(()) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not adopt a pooled sandbox; starting a fresh one");
+                        let dir = p.dir.clone();
+                        drop(p);
+                        let _ = std::fs::remove_dir_all(dir);
+                        None
+                    }
+                }
+            });
+            runtime.fill_pool();
+            taken
+        } else {
+            None
+        };
         for dir in [&workspace, &outputs] {
             std::fs::create_dir_all(dir).map_err(Error::Io)?;
         }
@@ -158,12 +182,27 @@ impl Session {
             env: spec.env.clone(),
             wasm_run_socket: None,
         };
-        let bridge = Bridge::bind(&runtime)?;
-        let bash_spec = BashSessionSpec {
-            wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
-            ..bash_spec
+        let (bash, bridge) = match pooled {
+            Some(p) => {
+                let mut bash = p.bash;
+                bash.adopt(BashSessionSpec {
+                    wasm_run_socket: p.bridge.as_ref().map(|b| b.socket().to_path_buf()),
+                    ..bash_spec
+                });
+                (bash, p.bridge)
+            }
+            None => {
+                let bridge = Bridge::bind(&runtime)?;
+                let bash_spec = BashSessionSpec {
+                    wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
+                    ..bash_spec
+                };
+                (
+                    BashSession::new(runtime.inner.bash.clone(), bash_spec),
+                    bridge,
+                )
+            }
         };
-        let bash = BashSession::new(runtime.inner.bash.clone(), bash_spec);
         let preopens = Arc::new(preopens);
         let inner = &runtime.inner;
         let nn = Arc::new(inner.nn.session());
@@ -401,6 +440,25 @@ fn run_blocking(
             }
         }
     }
+}
+
+/// Moves a pooled sandbox's directories to the session's paths (same
+/// filesystem: `rename`, so the running sandbox's mounts follow them).
+fn adopt_dirs(
+    pool_dir: &Path,
+    root: &Path,
+    workspace: &Path,
+    outputs: &Path,
+) -> std::io::Result<()> {
+    for dir in [workspace, outputs] {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::rename(pool_dir.join("workspace"), workspace)?;
+    std::fs::rename(pool_dir.join("outputs"), outputs)?;
+    std::fs::remove_dir(pool_dir)
 }
 
 fn deadline_ticks(runtime: &Runtime) -> u64 {

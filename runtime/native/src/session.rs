@@ -78,6 +78,20 @@ impl BashSession {
         }
     }
 
+    /// Hands a prestarted session (from a pool of sandboxes started ahead of
+    /// demand) to its real session: `spec` replaces the one it was started with,
+    /// for logs and for a later `restart`.
+    ///
+    /// The caller must have moved (renamed) the directories the shell was started
+    /// with to `spec.workspace` / `spec.outputs` on the same filesystem: the
+    /// running sandbox's bind mounts and Landlock rules hold the directories
+    /// themselves, not their paths, so they follow the rename. Memory stores, the
+    /// environment and the `wasm-run` socket must be the same as at start (the
+    /// pool only serves sessions without stores and with the default env).
+    pub fn adopt(&mut self, spec: BashSessionSpec) {
+        self.spec = spec;
+    }
+
     /// Starts the shell now (so the first command does not pay for the sandbox
     /// start). A no-op when a shell is already running.
     pub async fn prestart(&mut self) -> Result<(), SandboxError> {

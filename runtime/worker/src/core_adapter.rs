@@ -39,13 +39,36 @@ impl CoreProvider {
 
     /// Builds the runtime from the `[runtime]` table of the config file (unknown keys are an
     /// error), or the defaults.
-    pub fn from_config(runtime: Option<toml::Value>) -> anyhow::Result<CoreProvider> {
-        let config: RuntimeConfig = match runtime {
+    ///
+    /// Unless the table says otherwise, `concurrency.min(4)` bash sandboxes are kept started
+    /// ahead of claims under `<workdir>/pool` (see `wasm_sandbox_runtime::PoolConfig`), so a
+    /// new session's first bash call does not wait for its sandbox. Call it inside a tokio
+    /// runtime so the pool starts filling at once.
+    pub fn from_config(
+        runtime: Option<toml::Value>,
+        workdir: &std::path::Path,
+        concurrency: usize,
+    ) -> anyhow::Result<CoreProvider> {
+        let mut config: RuntimeConfig = match runtime {
             Some(v) => v
                 .try_into()
                 .map_err(|e| anyhow::anyhow!("[runtime] config: {e}"))?,
             None => RuntimeConfig::default(),
         };
+        if config.pool.sandboxes.is_none() {
+            config.pool.sandboxes = Some(concurrency.clamp(1, 4));
+        }
+        if config.pool.dir.is_none() {
+            // This worker's own directory: what a killed predecessor left there is garbage
+            // (its sandboxes died with it: bubblewrap runs with --die-with-parent).
+            let dir = workdir.join("pool");
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not clear the sandbox pool directory");
+            }
+            config.pool.dir = Some(dir);
+        }
         let runtime = Runtime::new(config)?;
         // Compiling the file-tools component at start-up leaves tens of MB of freed
         // compiler memory in glibc's arenas; give it back so an idle worker's RSS is what

@@ -411,7 +411,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ) else {
         anyhow::bail!("--environment-id and --environment-key are required");
     };
-    let provider = CoreProvider::from_config(settings.runtime.clone())?;
+    let provider = CoreProvider::from_config(
+        settings.runtime.clone(),
+        &settings.workdir,
+        settings.concurrency,
+    )?;
     let shutdown = Shutdown::new();
     let signals = install_signal_handlers(shutdown.clone())?;
     let config = settings.worker_config(&settings.base_url, &environment_id, key);
@@ -522,7 +526,11 @@ pub mod local {
             }
             None => Scenario::from_json(BUILTIN_SCENARIO)?,
         };
-        let provider = CoreProvider::from_config(settings.runtime.clone())?;
+        let provider = CoreProvider::from_config(
+            settings.runtime.clone(),
+            &settings.workdir,
+            settings.concurrency,
+        )?;
         let fake = FakeControlPlane::start(FakeConfig::default()).await?;
         println!("control plane (fake, embedded) at {}", fake.url());
         let (work_id, session_id) = fake.enqueue_session(scenario);
