@@ -2,7 +2,10 @@
 //! times, report p50/p99/mean as a markdown table row.
 //!
 //! The bench binaries (`cargo bench -p wasm-sandbox-benches`) print tables
-//! that go straight into `BENCHMARKS.md`; they assert nothing.
+//! that go straight into `BENCHMARKS.md`; they assert nothing. With
+//! `BENCH_SAMPLES=FILE` every measurement also appends its raw samples to
+//! `FILE` as one JSON line (`{"name": .., "us": [..]}`), which
+//! `benches/plot_samples.py` turns into an SVG of the distributions.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,9 @@ impl Stats {
     /// Computes statistics from raw samples.
     pub fn from_samples(name: &str, mut samples: Vec<Duration>) -> Stats {
         samples.sort();
+        if let Some(path) = std::env::var_os("BENCH_SAMPLES") {
+            record_samples(std::path::Path::new(&path), name, &samples);
+        }
         let n = samples.len().max(1);
         let pick = |q: f64| {
             samples
@@ -56,6 +62,23 @@ impl Stats {
             us(self.p99),
             us(self.mean)
         )
+    }
+}
+
+/// Appends one JSON line with the raw samples (µs) to `path`; a failure is
+/// reported on stderr and otherwise ignored (a bench must not die for a plot).
+fn record_samples(path: &std::path::Path, name: &str, samples: &[Duration]) {
+    use std::io::Write;
+    let us: Vec<String> = samples.iter().map(|d| format!("{:.3}", us(*d))).collect();
+    let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+    let line = format!("{{\"name\": \"{name}\", \"us\": [{}]}}\n", us.join(", "));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("BENCH_SAMPLES: {}: {e}", path.display());
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) struct RuntimeInner {
     bridge_dir: OnceLock<std::result::Result<PathBuf, String>>,
     /// Started bash sandboxes waiting for a session (see [`crate::PoolConfig`]).
     pool: Mutex<Vec<Pooled>>,
-    /// Pooled sandboxes being started.
+    /// 1 while a task is filling the pool.
     pool_starting: std::sync::atomic::AtomicUsize,
     pool_names: AtomicU64,
 }
@@ -353,8 +353,8 @@ impl Runtime {
             .map_err(Error::Sandbox)
     }
 
-    /// Starts pooled bash sandboxes in the background until `pool.sandboxes` are
-    /// ready or starting (see [`crate::PoolConfig`]). Called at start-up and
+    /// Starts pooled bash sandboxes in the background, one after another, until
+    /// `pool.sandboxes` are ready (see [`crate::PoolConfig`]). Called at start-up and
     /// whenever a session takes one; a no-op without a tokio runtime, without a
     /// pool directory or without a usable bash sandbox.
     pub fn fill_pool(&self) {
@@ -370,22 +370,46 @@ impl Runtime {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        loop {
-            let ready = inner.pool.lock().unwrap_or_else(|p| p.into_inner()).len();
-            let starting = inner.pool_starting.load(Ordering::Acquire);
-            if ready + starting >= want {
-                return;
-            }
-            inner.pool_starting.fetch_add(1, Ordering::AcqRel);
-            let runtime = self.clone();
-            let dir = dir.clone();
-            handle.spawn(async move {
+        // One filler at a time: each sandbox start forks the worker, and a burst of
+        // them (say at start-up, while the first sessions are claimed) would compete
+        // with those sessions' first calls.
+        if inner
+            .pool_starting
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let runtime = self.clone();
+        handle.spawn(async move {
+            loop {
+                let ready = runtime
+                    .inner
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len();
+                if ready >= want {
+                    break;
+                }
                 if let Err(e) = runtime.start_pooled(&dir).await {
                     tracing::warn!(error = %e, "could not start a pooled bash sandbox");
+                    runtime.inner.pool_starting.store(0, Ordering::Release);
+                    return;
                 }
-                runtime.inner.pool_starting.fetch_sub(1, Ordering::AcqRel);
-            });
-        }
+            }
+            runtime.inner.pool_starting.store(0, Ordering::Release);
+            // A session may have taken one between the last check and the store.
+            let ready = runtime
+                .inner
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if ready < want {
+                runtime.fill_pool();
+            }
+        });
     }
 
     async fn start_pooled(&self, dir: &std::path::Path) -> Result<()> {
