@@ -755,17 +755,15 @@ async fn skills_are_installed_in_the_workspace_and_removed_after() {
         .map(|r| r.path.as_str())
         .collect();
     assert_eq!(contents.len(), 3, "{contents:?}"); // the missing skill has no content call
-    // Resolution happened before the runner attached.
+    // The skills were in place before the first tool ran (the event stream itself is
+    // attached while they download).
     let seq = endpoints(&fake);
     let last_skill = seq
         .iter()
         .rposition(|e| *e == Endpoint::SkillContent)
         .unwrap();
-    let stream = seq
-        .iter()
-        .position(|e| *e == Endpoint::EventsStream)
-        .unwrap();
-    assert!(last_skill < stream);
+    let first_result = seq.iter().position(|e| *e == Endpoint::EventsSend).unwrap();
+    assert!(last_skill < first_result);
 
     assert!(
         find_named(dir.path(), "x").is_empty(),

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::client::{EventStream, ItemClient, StreamError};
+use crate::client::{ApiError, EventStream, ItemClient, StreamError};
 use crate::metrics::Metrics;
 use crate::proto::{EventBody, OutgoingEvent, Permission, SessionEvent, ToolUse, Verdict};
 use crate::sandbox::{SANDBOX_TOOLS, SandboxSession, ToolCall, ToolResult};
@@ -181,6 +181,30 @@ pub struct RunnerContext<S> {
     pub metrics: Arc<Metrics>,
     /// Optional observer.
     pub reporter: Option<Reporter>,
+    /// The event stream and then the history, opened early by the caller (see
+    /// [`prefetch_stream`]); the first connection uses them instead of opening its own.
+    pub prefetched: Option<Prefetch>,
+}
+
+/// An event stream opened, then the history read, ahead of the runner.
+pub type Prefetched = Result<(EventStream, Result<Vec<Value>, ApiError>), ApiError>;
+
+/// A running [`prefetch_stream`] task (aborted when dropped).
+pub struct Prefetch(AbortOnDrop<Prefetched>);
+
+/// Opens the session's event stream and then reads its history, in the background, so
+/// that both are ready when the runner starts (the worker does this while it creates the
+/// sandbox and installs skills). The order is the runner's own (stream first, so nothing
+/// appended between the two reads is missed).
+pub fn prefetch_stream(client: ItemClient) -> Prefetch {
+    Prefetch(AbortOnDrop(tokio::spawn(
+        async move {
+            let stream = client.stream().await?;
+            let history = client.list_events().await;
+            Ok((stream, history))
+        }
+        .in_current_span(),
+    )))
 }
 
 /// Runs the session until it ends; see the module docs.
@@ -474,12 +498,38 @@ impl<S: SandboxSession> Runner<S> {
         let cfg = self.ctx.config.clone();
         let mut backoff = cfg.stream_backoff_start;
         tracing::info!("session runner starting");
+        let mut prefetched = self.ctx.prefetched.take();
         loop {
-            let opened = tokio::select! {
-                biased;
-                () = self.ctx.cancel.cancelled() => return self.finish(RunEnd::Cancelled).await,
-                () = self.ctx.drain.cancelled() => return self.finish(RunEnd::Drained).await,
-                r = self.ctx.client.stream() => r,
+            let mut history = None;
+            let opened = match prefetched.take() {
+                Some(Prefetch(mut task)) => {
+                    let joined = tokio::select! {
+                        biased;
+                        () = self.ctx.cancel.cancelled() => return self.finish(RunEnd::Cancelled).await,
+                        () = self.ctx.drain.cancelled() => return self.finish(RunEnd::Drained).await,
+                        r = &mut task.0 => r,
+                    };
+                    match joined {
+                        Ok(Ok((stream, listed))) => {
+                            history = Some(listed);
+                            Ok(stream)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        // The task panicked or was aborted: open a stream here instead.
+                        Err(_) => tokio::select! {
+                            biased;
+                            () = self.ctx.cancel.cancelled() => return self.finish(RunEnd::Cancelled).await,
+                            () = self.ctx.drain.cancelled() => return self.finish(RunEnd::Drained).await,
+                            r = self.ctx.client.stream() => r,
+                        },
+                    }
+                }
+                None => tokio::select! {
+                    biased;
+                    () = self.ctx.cancel.cancelled() => return self.finish(RunEnd::Cancelled).await,
+                    () = self.ctx.drain.cancelled() => return self.finish(RunEnd::Drained).await,
+                    r = self.ctx.client.stream() => r,
+                },
             };
             match opened {
                 Err(e) if e.is_fatal() => {
@@ -490,7 +540,7 @@ impl<S: SandboxSession> Runner<S> {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "stream connect failed; retrying");
                 }
                 Ok(mut stream) => {
-                    if !self.reconcile().await {
+                    if !self.reconcile(history).await {
                         return self.finish(RunEnd::Cancelled).await;
                     }
                     self.start_next();
@@ -594,13 +644,18 @@ impl<S: SandboxSession> Runner<S> {
     }
 
     /// Reads the full history and routes every unanswered call. Returns false if cancelled.
-    async fn reconcile(&mut self) -> bool {
+    /// Reads the history (or takes the one read right after this stream was opened) and
+    /// queues what is unanswered.
+    async fn reconcile(&mut self, prefetched: Option<Result<Vec<Value>, ApiError>>) -> bool {
         self.idle_may_be_stale = true;
         let cancel = self.ctx.cancel.clone();
-        let listed = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return false,
-            r = self.ctx.client.list_events() => r,
+        let listed = match prefetched {
+            Some(listed) => listed,
+            None => tokio::select! {
+                biased;
+                () = cancel.cancelled() => return false,
+                r = self.ctx.client.list_events() => r,
+            },
         };
         let history = match listed {
             Ok(h) => h,

@@ -704,6 +704,9 @@ async fn serve_session<P: SandboxProvider>(
         tracing::info!("skipping the work item of a terminated session");
         return None;
     }
+    // Attach the event stream and read the history while the sandbox is set up below, so
+    // the first tool call can run as soon as the sandbox is ready (aborted if we bail out).
+    let prefetched = crate::runner::prefetch_stream(item.clone());
 
     let workdir = cfg.workdir.clone();
     let work_id = work.id.clone();
@@ -832,6 +835,7 @@ async fn serve_session<P: SandboxProvider>(
         send_window: Arc::new(move || lease_for_window.ttl()),
         metrics: Arc::clone(&shared.metrics),
         reporter,
+        prefetched: Some(prefetched),
     })
     .await;
     tracing::info!(run_end = end.as_str(), "session run ended; tearing down");
