@@ -74,35 +74,7 @@ def load_run_py() -> typing.Any:
 SDK_CHECK = load_run_py()
 Fake = SDK_CHECK.Fake
 ts = SDK_CHECK.ts
-
-
-# --------------------------------------------------------------------------- venv
-
-
-def ensure_venv(venv: Path) -> Path:
-    """A venv with anthropic==2.10.0 (CPython 3.12 from pyenv when present); its python."""
-    vpy = venv / "bin" / "python"
-    if not vpy.exists():
-        base = os.environ.get("SDK_CHECK_PYTHON")
-        if not base:
-            try:
-                root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
-                cand = Path(root) / "versions" / "3.12.1" / "bin" / "python3"
-                base = str(cand) if cand.exists() else sys.executable
-            except (OSError, subprocess.CalledProcessError):
-                base = sys.executable
-        print(f"creating venv {venv} with {base}", flush=True)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    have = subprocess.run(
-        [str(vpy), "-c", "import importlib.metadata as m; print(m.version('anthropic'))"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if have != SDK_VERSION:
-        spec = os.environ.get("ANTHROPIC_WHEEL") or f"anthropic=={SDK_VERSION}"
-        print(f"installing {spec} into {venv}", flush=True)
-        subprocess.run([str(vpy), "-m", "pip", "install", "-q", spec], check=True)
-    return vpy
+ensure_venv = SDK_CHECK.ensure_venv  # the venv with anthropic==2.10.0, as run.py makes it
 
 
 # --------------------------------------------------------------------------- /proc sampling

@@ -95,3 +95,10 @@ impl Fixture {
             .expect("a file tool")
     }
 }
+
+/// Runs `command` with the bash tool of `session` on `rt`; returns (text, is_error).
+pub fn bash(rt: &tokio::runtime::Runtime, session: &Session, command: &str) -> (String, bool) {
+    let call = ToolCall::new("toolu_b", "bash", serde_json::json!({ "command": command }));
+    let r = rt.block_on(session.call_tool(&call)).expect("bash is ours");
+    (r.text_content(), r.is_error)
+}

@@ -1,14 +1,9 @@
 //! Bash sandboxes started ahead of demand (`[runtime.pool]`).
 
+use crate::common::bash;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wasm_sandbox_runtime::{MemoryMount, PoolConfig, Runtime, Session, SessionSpec, ToolCall};
-
-fn bash(rt: &tokio::runtime::Runtime, s: &Session, command: &str) -> (String, bool) {
-    let call = ToolCall::new("toolu_b", "bash", json!({ "command": command }));
-    let r = rt.block_on(s.call_tool(&call)).expect("bash is ours");
-    (r.text_content(), r.is_error)
-}
+use wasm_sandbox_runtime::{MemoryMount, PoolConfig, Runtime, SessionSpec, ToolCall};
 
 fn wait_for_pool(rt: &Runtime, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);

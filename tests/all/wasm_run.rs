@@ -1,11 +1,9 @@
 //! `wasm-run`: skill components started from bash inside the sandbox run under
 //! the worker's wasmtime with the session's preopens only.
 
-use crate::common::{Fixture, runtime};
-use serde_json::json;
+use crate::common::{Fixture, bash, runtime};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use wasm_sandbox_runtime::ToolCall;
 
 /// The tests here count compilations; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -22,20 +20,15 @@ fn tokio() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Runs `command` with the bash tool; returns (text, is_error).
-fn bash(rt: &tokio::runtime::Runtime, f: &Fixture, command: &str) -> (String, bool) {
-    let call = ToolCall::new("toolu_b", "bash", json!({ "command": command }));
-    let r = rt
-        .block_on(f.session.call_tool(&call))
-        .expect("bash is ours");
-    (r.text_content(), r.is_error)
-}
-
 fn install(f: &Fixture, skill: &str, file: &str, wasm: &[u8]) -> String {
     let dir = f.ws().join("skills").join(skill);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(file), wasm).unwrap();
     format!("skills/{skill}/{file}")
+}
+
+fn fs_probe_wasm() -> Vec<u8> {
+    std::fs::read(env!("FS_PROBE_WASM")).expect("fs_probe.wasm (built by tests/build.rs)")
 }
 
 pub(crate) fn wordcount() -> Vec<u8> {
@@ -82,14 +75,14 @@ fn rust_skill_component_runs_from_bash_with_the_sessions_files() {
     std::fs::write(f.ws().join("sub/x.txt"), "one\n").unwrap();
 
     // Relative component path and relative file (the working directory is `.`).
-    let (out, err) = bash(&rt, &f, &format!("wasm-run {tool} --top 2 doc.txt"));
+    let (out, err) = bash(&rt, &f.session, &format!("wasm-run {tool} --top 2 doc.txt"));
     assert!(!err, "{out}");
     assert_eq!(out, "2 5 27 doc.txt\n3 beta\n1 alpha");
 
     // From a subdirectory, absolute and `..` paths, several files.
     let (out, err) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!("(cd sub && wasm-run ../{tool} x.txt /workspace/doc.txt)"),
     );
     assert!(!err, "{out}");
@@ -98,7 +91,7 @@ fn rust_skill_component_runs_from_bash_with_the_sessions_files() {
     // stdin is relayed; memory stores are visible at their mount paths.
     let (out, _) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!(
             "printf 'a b c\\n' | wasm-run /workspace/{tool}; wasm-run {tool} /mnt/memory/notes/policy.md"
         ),
@@ -106,12 +99,20 @@ fn rust_skill_component_runs_from_bash_with_the_sessions_files() {
     assert_eq!(out, "1 3 6 -\n1 2 8 /mnt/memory/notes/policy.md");
 
     // The component's exit status and stderr come back to bash.
-    let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} missing.txt; echo rc=$?"));
+    let (out, _) = bash(
+        &rt,
+        &f.session,
+        &format!("wasm-run {tool} missing.txt; echo rc=$?"),
+    );
     assert!(out.starts_with("wordcount: missing.txt: "), "{out}");
     assert!(out.ends_with("rc=1"), "{out}");
 
     // Output piped onwards works like a native command's.
-    let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} doc.txt | tr a-z A-Z"));
+    let (out, _) = bash(
+        &rt,
+        &f.session,
+        &format!("wasm-run {tool} doc.txt | tr a-z A-Z"),
+    );
     assert_eq!(out, "2 5 27 DOC.TXT");
 }
 
@@ -131,7 +132,11 @@ fn components_cannot_name_the_host() {
         "../../../../etc/passwd",
         "/workspace/../../etc/hostname",
     ] {
-        let (out, _) = bash(&rt, &f, &format!("wasm-run {tool} '{path}'; echo rc=$?"));
+        let (out, _) = bash(
+            &rt,
+            &f.session,
+            &format!("wasm-run {tool} '{path}'; echo rc=$?"),
+        );
         assert!(
             out.starts_with(&format!("wordcount: {path}: ")) && out.ends_with("rc=1"),
             "{path}: {out}"
@@ -144,22 +149,22 @@ fn components_cannot_name_the_host() {
     // A symlink planted in the workspace that points at the host is not followed
     // for the component file either.
     std::os::unix::fs::symlink(&secret, f.ws().join("evil.wasm")).unwrap();
-    let (out, _) = bash(&rt, &f, "wasm-run evil.wasm; echo rc=$?");
+    let (out, _) = bash(&rt, &f.session, "wasm-run evil.wasm; echo rc=$?");
     assert!(out.starts_with("wasm-run: evil.wasm: "), "{out}");
     assert!(out.ends_with("rc=126"), "{out}");
     // Components outside the session's directories cannot be named.
     let (out, _) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!("cp {tool} /tmp/t.wasm && wasm-run /tmp/t.wasm; echo rc=$?"),
     );
     assert!(out.contains("only components under /workspace"), "{out}");
     assert!(out.ends_with("rc=126"), "{out}");
     // Not a component.
     std::fs::write(f.ws().join("text.wasm"), "hello").unwrap();
-    let (out, _) = bash(&rt, &f, "wasm-run text.wasm; echo rc=$?");
+    let (out, _) = bash(&rt, &f.session, "wasm-run text.wasm; echo rc=$?");
     assert_eq!(out, "wasm-run: text.wasm: not a WebAssembly file\nrc=126");
-    let (out, _) = bash(&rt, &f, "wasm-run; echo rc=$?");
+    let (out, _) = bash(&rt, &f.session, "wasm-run; echo rc=$?");
     assert!(out.starts_with("usage: wasm-run"), "{out}");
     assert!(out.ends_with("rc=2"), "{out}");
 }
@@ -169,15 +174,10 @@ fn read_only_stores_stay_read_only_for_components() {
     let _g = serial();
     let rt = tokio();
     let f = Fixture::new();
-    let probe = install(
-        &f,
-        "probe",
-        "fs_probe.wasm",
-        &std::fs::read(env!("FS_PROBE_WASM")).unwrap(),
-    );
+    let probe = install(&f, "probe", "fs_probe.wasm", &fs_probe_wasm());
     let (out, _) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!(
             "wasm-run {probe} write /mnt/memory/notes/x hi; wasm-run {probe} write /mnt/memory/scratch/y hi; wasm-run {probe} write out.txt hi"
         ),
@@ -209,7 +209,7 @@ fn components_compile_once_per_content_across_sessions() {
         std::fs::write(f.ws().join("t.txt"), "x\n").unwrap();
         let (out, err) = bash(
             &rt,
-            f,
+            &f.session,
             &format!("wasm-run {tool} t.txt && wasm-run {tool} t.txt"),
         );
         assert!(!err, "{out}");
@@ -234,10 +234,10 @@ fn components_compile_once_per_content_across_sessions() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let (out, _) = bash(&rt, &a, "wasm-run skills/wc/wc.wasm t.txt");
+    let (out, _) = bash(&rt, &a.session, "wasm-run skills/wc/wc.wasm t.txt");
     assert_eq!(out, "1 1 2 t.txt");
     assert_eq!(runtime().command_compilations() - before, 2);
-    let (out, _) = bash(&rt, &b, "wasm-run skills/wc/wc.wasm t.txt");
+    let (out, _) = bash(&rt, &b.session, "wasm-run skills/wc/wc.wasm t.txt");
     assert_eq!(out, "1 1 2 t.txt");
     assert_eq!(runtime().command_compilations() - before, 2);
 }
@@ -247,19 +247,14 @@ fn a_killed_caller_cancels_the_component() {
     let _g = serial();
     let rt = tokio();
     let f = Fixture::new();
-    let probe = install(
-        &f,
-        "probe",
-        "fs_probe.wasm",
-        &std::fs::read(env!("FS_PROBE_WASM")).unwrap(),
-    );
+    let probe = install(&f, "probe", "fs_probe.wasm", &fs_probe_wasm());
     let tool = install(&f, "rust-wordcount", "wordcount.wasm", &wordcount());
     // Three spinning runs, each killed after 0.3 s. A session runs at most two
     // components at once, so if the runs were not cancelled the last command
     // would wait forever (and the tool call time out).
     let (out, err) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!(
             "for i in 1 2 3; do timeout 0.3 wasm-run {probe} spin; echo rc=$?; done; echo x | wasm-run {tool}"
         ),
@@ -275,7 +270,7 @@ fn python_skill_component_built_with_componentize_py_runs_from_bash() {
     let f = Fixture::new();
     let tool = install(&f, "py-wordfreq", "wordfreq.wasm", &wordfreq());
     std::fs::write(f.ws().join("doc.txt"), "Alpha beta\nbeta GAMMA beta\n").unwrap();
-    let (out, err) = bash(&rt, &f, &format!("wasm-run {tool} --top 2 doc.txt"));
+    let (out, err) = bash(&rt, &f.session, &format!("wasm-run {tool} --top 2 doc.txt"));
     assert!(!err, "{out}");
     assert_eq!(
         out,
@@ -285,7 +280,7 @@ fn python_skill_component_built_with_componentize_py_runs_from_bash() {
     let secret = f.base().join("secret.txt");
     let (out, _) = bash(
         &rt,
-        &f,
+        &f.session,
         &format!(
             "wasm-run {tool} '{}' /etc/passwd; echo rc=$?",
             secret.display()

@@ -50,20 +50,7 @@ impl ToolsHost for SessionState {
     /// link's contents without following it. Only the target string is
     /// revealed; the guest still reaches files through the preopens alone.
     fn read_link(&mut self, path: String) -> Result<String, LinkError> {
-        let found = self
-            .preopens
-            .iter()
-            .filter_map(|p| {
-                let rest = path.strip_prefix(p.guest.trim_end_matches('/'))?;
-                let rest = if rest.is_empty() {
-                    ""
-                } else {
-                    rest.strip_prefix('/')?
-                };
-                Some((p, rest))
-            })
-            .max_by_key(|(p, _)| p.guest.len());
-        let Some((preopen, rel)) = found else {
+        let Some((preopen, rel)) = Preopen::containing(&self.preopens, &path) else {
             return Err(LinkError::NotFound);
         };
         if rel.is_empty() {
@@ -124,6 +111,29 @@ pub(crate) struct Preopen {
     pub host: PathBuf,
     pub guest: String,
     pub read_only: bool,
+}
+
+impl Preopen {
+    /// The preopen whose guest directory contains the absolute, normalised guest
+    /// `path` (the deepest one when they nest), and the path relative to it (`""`
+    /// for the directory itself).
+    pub fn containing<'a, 'p>(
+        preopens: &'a [Preopen],
+        path: &'p str,
+    ) -> Option<(&'a Preopen, &'p str)> {
+        preopens
+            .iter()
+            .filter_map(|p| {
+                let rest = path.strip_prefix(p.guest.trim_end_matches('/'))?;
+                let rest = if rest.is_empty() {
+                    ""
+                } else {
+                    rest.strip_prefix('/')?
+                };
+                Some((p, rest))
+            })
+            .max_by_key(|(p, _)| p.guest.len())
+    }
 }
 
 /// Epoch ticks allowed for instantiation (start-up code only).

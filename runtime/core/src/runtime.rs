@@ -184,10 +184,15 @@ impl Runtime {
             .fetch_add(1, Ordering::Relaxed);
         let component =
             Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?;
+        self.command_pre(&component)
+    }
+
+    /// Links a compiled `wasi:cli/command` component against this runtime's linker.
+    fn command_pre(&self, component: &Component) -> Result<CommandComponent> {
         let pre = self
             .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(Error::InvalidComponent)?;
         let pre = CommandPre::new(pre).map_err(Error::InvalidComponent)?;
         Ok(CommandComponent { pre })
@@ -311,18 +316,13 @@ impl Runtime {
             Some(dir) => file_tools::load_cached(&self.inner.engine, dir, wasm, "cmd")?,
             None => Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?,
         };
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(Error::InvalidComponent)?;
-        let pre = CommandPre::new(pre).map_err(Error::InvalidComponent)?;
+        let command = self.command_pre(&component)?;
         tracing::debug!(
             bytes = wasm.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "command component ready"
         );
-        Ok(CommandComponent { pre })
+        Ok(command)
     }
 
     /// The private directory holding the sessions' bridge sockets (0700, made

@@ -232,18 +232,6 @@ impl Conn {
         Ok(())
     }
 
-    fn read_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match (&*self.sock).read(buf) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => buf = &mut buf[n..],
-                Err(e) if retry(&e) => self.check()?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     fn check(&self) -> io::Result<()> {
         match self.stop_reason() {
             Some(why) => Err(io::Error::new(io::ErrorKind::TimedOut, why)),
@@ -258,18 +246,20 @@ impl Conn {
     }
 
     fn recv(&self) -> io::Result<(u8, Vec<u8>)> {
-        let mut head = [0u8; 5];
-        self.read_exact(&mut head)?;
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > proto::MAX_FRAME {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "oversized frame",
-            ));
+        proto::read_frame(&mut &*self)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+}
+
+/// Reads from the shim, waking every [`POLL`] to recheck [`Conn::stop_reason`], so
+/// the frame format is parsed by the one `read_frame` both sides share.
+impl Read for &Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&*self.sock).read(buf) {
+                Err(e) if retry(&e) => self.check()?,
+                r => return r,
+            }
         }
-        let mut payload = vec![0u8; len];
-        self.read_exact(&mut payload)?;
-        Ok((head[0], payload))
     }
 }
 
@@ -444,25 +434,12 @@ fn resolve(preopens: &[Preopen], cwd: &str, path: &str) -> Result<Target, String
         }
     }
     let guest = format!("/{}", parts.join("/"));
-    let found = preopens
-        .iter()
-        .filter_map(|p| {
-            let root = p.guest.trim_end_matches('/');
-            let rest = guest.strip_prefix(root)?;
-            let rest = if rest.is_empty() {
-                ""
-            } else {
-                rest.strip_prefix('/')?
-            };
-            Some((p, rest))
-        })
-        .max_by_key(|(p, _)| p.guest.len());
-    match found {
+    match Preopen::containing(preopens, &guest) {
         Some((p, rest)) => Ok(Target {
             rel: rest.to_owned(),
             host_root: p.host.clone(),
             read_only: p.read_only,
-            guest,
+            guest: guest.clone(),
         }),
         None => Err(format!(
             "{path}: only components under /workspace, /mnt/session/outputs or a memory store can be run"

@@ -66,16 +66,10 @@ def check(cond: bool, msg: str) -> None:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def ensure_sdk() -> None:
-    """Re-exec under a venv holding anthropic==2.10.0 if this interpreter lacks it."""
-    try:
-        if importlib.metadata.version("anthropic") == SDK_VERSION:
-            return
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    if os.environ.get("SDK_CHECK_BOOTSTRAPPED"):
-        sys.exit(f"anthropic=={SDK_VERSION} is not importable even inside the bootstrapped venv")
-    venv = Path(os.environ.get("SDK_CHECK_VENV", REPO / ".venv"))
+def ensure_venv(venv: Path) -> Path:
+    """Creates `venv` (CPython 3.12 from pyenv when present, else `SDK_CHECK_PYTHON` or this
+    interpreter) and installs anthropic==2.10.0 (or `ANTHROPIC_WHEEL`) unless present; returns
+    its python. Shared with benches/side_by_side.py."""
     vpy = venv / "bin" / "python"
     if not vpy.exists():
         base = os.environ.get("SDK_CHECK_PYTHON")
@@ -97,6 +91,20 @@ def ensure_sdk() -> None:
         spec = os.environ.get("ANTHROPIC_WHEEL") or f"anthropic=={SDK_VERSION}"
         print(f"installing {spec} into {venv}", flush=True)
         subprocess.run([str(vpy), "-m", "pip", "install", "-q", spec], check=True)
+    return vpy
+
+
+def ensure_sdk() -> None:
+    """Re-exec under a venv holding anthropic==2.10.0 if this interpreter lacks it."""
+    try:
+        if importlib.metadata.version("anthropic") == SDK_VERSION:
+            return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if os.environ.get("SDK_CHECK_BOOTSTRAPPED"):
+        sys.exit(f"anthropic=={SDK_VERSION} is not importable even inside the bootstrapped venv")
+    venv = Path(os.environ.get("SDK_CHECK_VENV", REPO / ".venv"))
+    vpy = ensure_venv(venv)
     env = dict(os.environ, SDK_CHECK_BOOTSTRAPPED="1")
     os.execve(str(vpy), [str(vpy), __file__, *sys.argv[1:]], env)
 
