@@ -134,6 +134,7 @@ fn main() {
     // This binary is also the bash sandbox's init step (bind-mounted at the
     // sandbox's init path), like the `wasm-sandbox` CLI.
     wasm_sandbox_native::run_as_init_if_invoked();
+    wasm_sandbox_runtime::run_as_compiler_if_invoked();
     let n = iters(2000);
     let dir = tempfile::tempdir().expect("tempdir");
 

@@ -32,6 +32,20 @@ Every time below is taken by the fake, on one clock, on loopback:
 
 Writes every raw sample to target/side-by-side/results.json, an SVG of the latency CDFs to
 target/side-by-side/latency.svg, and prints a markdown table of ours/reference ratios.
+
+**At a network distance** (`--rtt-ms N`, issue 16): each run also starts `delay-proxy`
+(benches/delay_proxy.rs; loopback only) between the worker and the fake, delaying every byte
+by N/2 ms each way and a new connection by one round trip, and the worker's base URL is the
+proxy's. `--tls` makes the fake serve HTTPS with a CA made at start-up (ALPN h2 and
+http/1.1); ours gets it with `--ca-cert`, the reference through `SSL_CERT_FILE`. The driver's
+own admin calls go to the fake directly. A second table then gives, per worker: claim → first
+result (p50/p99, ms and round trips = ms / N), per tool call in round trips, the whole
+session (ack → force-stop), the connections and HTTP versions seen, and the requests on the
+critical path from the ack to the first result. That path is inferred from the fake's
+timestamps: from the first result's POST, step back to the request whose response was sent
+last before it arrived, until the ack (a request sent only after another's answer came back
+is taken to wait on it; on loopback the inference is noisy, at 150 ms it is not). Results go
+to `results-rtt<N>-<plain|tls>.json`.
 """
 
 from __future__ import annotations
@@ -51,7 +65,9 @@ import tempfile
 import threading
 import time
 import typing
+import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -129,31 +145,79 @@ class Sampler(threading.Thread):
 
 
 def admin_get(fake: typing.Any, path: str) -> typing.Any:
-    with urllib.request.urlopen(f"{fake.url}/_fake{path}", timeout=60) as resp:
+    with urllib.request.urlopen(f"{fake.url}/_fake{path}", timeout=60, context=fake.ssl_context) as resp:
         return json.loads(resp.read())
 
 
+class DelayProxy:
+    """`delay-proxy` in front of a fake (loopback only): the URL workers are given."""
+
+    def __init__(self, binary: Path, fake: typing.Any, rtt_ms: float):
+        parts = urllib.parse.urlsplit(fake.url)
+        host = parts.hostname or ""
+        if not host.startswith("127.") and host not in ("localhost", "::1"):
+            raise SystemExit(f"refusing to proxy to a non-loopback address: {fake.url}")
+        self.proc = subprocess.Popen([str(binary), "--upstream", parts.netloc, "--rtt-ms", str(rtt_ms)],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            raise SystemExit("delay-proxy printed nothing")
+        self.url = f"{parts.scheme}://{json.loads(line)['listen']}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Endpoint:
+    """A fake, and the delay proxy in front of it when `--rtt-ms` is given."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.fake = Fake(args.fake_bin, ["--ping-interval-ms", "5000"], tls=args.tls)
+        self.proxy = None
+        try:
+            if args.rtt_ms is not None:
+                self.proxy = DelayProxy(args.proxy_bin, self.fake, args.rtt_ms)
+        except BaseException:
+            self.fake.close()
+            raise
+        self.url = self.proxy.url if self.proxy else self.fake.url
+
+    def close(self) -> None:
+        if self.proxy:
+            self.proxy.close()
+        self.fake.close()
+
+
 def worker_command(kind: str, args: argparse.Namespace, concurrency: int, workdir: Path,
-                   config: Path | None | str = "default") -> list[str]:
+                   config: Path | None | str = "default", ca_file: str | None = None) -> list[str]:
     if kind == REF:
         return [str(args.venv_python), str(HERE / "sdk_worker.py")]
     if config == "default":
         config = args.ours_config
     cfg = ["--config", str(config)] if config else []
-    return [str(args.ours_bin), "serve", *cfg, "--workdir", str(workdir), "--concurrency", str(concurrency),
+    ca = ["--ca-cert", ca_file] if ca_file else []
+    return [str(args.ours_bin), "serve", *cfg, *ca, "--workdir", str(workdir), "--concurrency", str(concurrency),
             "--log-format", "json", *args.ours_arg]
 
 
-def worker_env(fake: typing.Any, workdir: Path, concurrency: int) -> dict:
-    return dict(
+def worker_env(ep: Endpoint, workdir: Path, concurrency: int) -> dict:
+    fake = ep.fake
+    env = dict(
         os.environ,
-        ANTHROPIC_BASE_URL=fake.url,
+        ANTHROPIC_BASE_URL=ep.url,
         ANTHROPIC_ENVIRONMENT_ID=fake.environment_id,
         ANTHROPIC_ENVIRONMENT_KEY=fake.environment_key,
         ANTHROPIC_API_KEY=fake.api_key,
         WORKER_WORKDIR=str(workdir),
         WORKERS=str(concurrency),
     )
+    if fake.ca_file:
+        env["SSL_CERT_FILE"] = fake.ca_file  # httpx, under the reference's client, trusts it
+    return env
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -168,13 +232,15 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 def startup_probe(kind: str, variant: str, args: argparse.Namespace, config: Path | None | str = "default") -> dict:
     """Start a worker on an empty queue; time to its first poll, and its RSS once polling."""
-    fake = Fake(args.fake_bin, ["--ping-interval-ms", "5000"])
+    ep = Endpoint(args)
+    fake = ep.fake
     workdir = Path(tempfile.mkdtemp(prefix=f"sbs-probe-{kind}-"))
     proc = None
     try:
         with open(args.out / f"probe-{kind}-{variant}.log", "w") as log:
             t_start = time.time()
-            proc = subprocess.Popen(worker_command(kind, args, 1, workdir, config), env=worker_env(fake, workdir, 1),
+            proc = subprocess.Popen(worker_command(kind, args, 1, workdir, config, fake.ca_file),
+                                    env=worker_env(ep, workdir, 1),
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         first = None
         deadline = time.monotonic() + 30
@@ -188,7 +254,7 @@ def startup_probe(kind: str, variant: str, args: argparse.Namespace, config: Pat
     finally:
         if proc is not None:
             stop_process(proc)
-        fake.close()
+        ep.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return {"worker": kind, "variant": variant,
             "start_to_first_poll_ms": round((first - t_start) * 1000, 3) if first else None,
@@ -196,19 +262,31 @@ def startup_probe(kind: str, variant: str, args: argparse.Namespace, config: Pat
 
 
 def one_run(kind: str, concurrency: int, sessions: int, rnd: int, args: argparse.Namespace) -> dict:
-    fake = Fake(args.fake_bin, ["--ping-interval-ms", "5000"])
+    ep = Endpoint(args)
+    fake = ep.fake
     workdir = Path(tempfile.mkdtemp(prefix=f"sbs-{kind}-"))
     log_path = args.out / f"worker-{kind}-r{rnd}-c{concurrency}.log"
     proc = None
     try:
-        work = [fake.enqueue(args.scenario_obj) for _ in range(sessions)]
-        env = worker_env(fake, workdir, concurrency)
+        # At a network distance, work arrives at a worker that is already polling (its
+        # connections as warm as they get in production); on loopback it is queued up front.
+        warm_first = args.rtt_ms is not None
+        work = [] if warm_first else [fake.enqueue(args.scenario_obj) for _ in range(sessions)]
+        env = worker_env(ep, workdir, concurrency)
         with open(log_path, "w") as log:
             t_start = time.time()
-            proc = subprocess.Popen(worker_command(kind, args, concurrency, workdir), env=env,
+            proc = subprocess.Popen(worker_command(kind, args, concurrency, workdir, ca_file=fake.ca_file), env=env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = Sampler(proc.pid)
         sampler.start()
+        if warm_first:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if any(r["path"].endswith("/work/poll") for r in admin_get(fake, "/requests")):
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0 + 4 * args.rtt_ms / 1000)  # settle: start-up requests done, polling
+            work = [fake.enqueue(args.scenario_obj) for _ in range(sessions)]
         ids = {w for w, _ in work}
         deadline = time.monotonic() + args.run_timeout
         timed_out = False
@@ -224,6 +302,7 @@ def one_run(kind: str, concurrency: int, sessions: int, rnd: int, args: argparse
         sampler.halt.set()
         sampler.join()
         requests = admin_get(fake, "/requests")
+        connections = admin_get(fake, "/connections")
         per_session = [
             (w, sid, admin_get(fake, f"/sessions/{sid}/events"), admin_get(fake, f"/sessions/{sid}/results"),
              admin_get(fake, f"/sessions/{sid}/report")["failures"])
@@ -232,16 +311,24 @@ def one_run(kind: str, concurrency: int, sessions: int, rnd: int, args: argparse
     finally:
         if proc is not None:
             stop_process(proc)
-        fake.close()
+        ep.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     at = {r["seq"]: ts(r["at"]) for r in requests}
+    by_seq = {r["seq"]: r for r in requests}
     polls = [ts(r["at"]) for r in requests if r["path"].endswith("/work/poll")]
     run: dict = {
         "round": rnd, "worker": kind, "concurrency": concurrency, "sessions": sessions,
         "start_to_first_poll_ms": round((min(polls) - t_start) * 1000, 3) if polls else None,
         "vmhwm_kib": vmhwm, "tree_peak_rss_kib": sampler.peak_tree_kib,
         "claim_to_first_result_ms": [], "tool_ms": {t: [] for t in TOOLS}, "failures": [],
+        "ack_to_stop_ms": [], "critical_path": [],
+        # The driver's own admin calls open connections too; count those that carried the
+        # worker's requests (admin requests are not in the request log).
+        "connections": len({r.get("connection") for r in requests if r.get("connection")}),
+        "new_connections_to_first_result": [],
+        "http_versions": dict(Counter(r.get("http_version") for r in requests)),
+        "alpn": dict(Counter(str(c.get("alpn")) for c in connections)),
         "log": str(log_path.relative_to(REPO)) if log_path.is_relative_to(REPO) else str(log_path),
     }
     if timed_out:
@@ -259,6 +346,13 @@ def one_run(kind: str, concurrency: int, sessions: int, rnd: int, args: argparse
             stops.append(stop[-1])
         if ack and accepted:
             run["claim_to_first_result_ms"].append(round((at[accepted[0]["seq"]] - ack[0]) * 1000, 3))
+            run["critical_path"].append(critical_path(requests, ack[0], by_seq[accepted[0]["seq"]]))
+            used = {r.get("connection") for r in requests}
+            first_at = at[accepted[0]["seq"]]
+            run["new_connections_to_first_result"].append(
+                sum(1 for c in connections if c["id"] in used and ack[0] - 0.001 <= ts(c["at"]) <= first_at))
+        if ack and stop:
+            run["ack_to_stop_ms"].append(round((stop[-1] - ack[0]) * 1000, 3))
         if ack:
             # Compact per-session timeline, ms from the ack: the worker's requests and the
             # fake's tool_use events (for reading where the time goes).
@@ -280,6 +374,27 @@ def one_run(kind: str, concurrency: int, sessions: int, rnd: int, args: argparse
         run["sessions_per_s"] = round(sessions / span, 3) if span > 0 else None
         run["claim_to_last_stop_s"] = round(span, 3)
     return run
+
+
+def critical_path(requests: list[dict], ack_at: float, result: dict) -> list[str]:
+    """The requests the first result waited on, ack first, inferred from the fake's times.
+
+    From the result's POST, step back to the request (not a poll; arrived at or after the
+    ack) whose response was sent last before the current one arrived, until the ack. At
+    concurrency 1 every such request is the session's own."""
+    def name(r: dict) -> str:
+        return r["endpoint"] or r["path"]
+
+    cands = [r for r in requests if r.get("responded_at") and not r["path"].endswith("/work/poll")
+             and ts(r["at"]) >= ack_at - 1e-6]
+    chain, cur = [result], result
+    while not cur["path"].endswith("/ack"):
+        preds = [r for r in cands if r["seq"] != cur["seq"] and ts(r["responded_at"]) <= ts(cur["at"])]
+        if not preds:
+            break
+        cur = max(preds, key=lambda r: ts(r["responded_at"]))
+        chain.append(cur)
+    return [name(r) for r in reversed(chain)]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -394,7 +509,9 @@ def table(runs: list[dict], probes: list[dict]) -> tuple[str, list[dict]]:
         unit = r["unit"]
         rr = r["round_ratio_p50"]
         rr_s = f"{fmt(rr[0])}–{fmt(rr[1])}×" if rr else "–"
-        if r["ours_p99"] is None:  # scalar rows: median over runs, max instead of p99
+        if r["n_ours"] == 0 and r["n_ref"] == 0:
+            continue  # not measured in this run (e.g. --sessions-c8 0)
+        if "what" in r:  # scalar rows: median over runs, max instead of p99
             lines.append(
                 f"| {r['metric']} ({unit}; median of {r['what']}, max) | {r['n_ours']} / {r['n_ref']} {r['what']} | "
                 f"{fmt(r['ours_p50'])} | {fmt(r['ref_p50'])} | **{fmt(r['ratio_p50'])}×** | – | "
@@ -405,6 +522,44 @@ def table(runs: list[dict], probes: list[dict]) -> tuple[str, list[dict]]:
                 f"**{fmt(r['ratio_p50'])}×** | {rr_s} | {fmt(r['ours_p99'])} | {fmt(r['ref_p99'])} | "
                 f"**{fmt(r['ratio_p99'])}×** | {r['goal']} |")
     return "\n".join(lines), rows
+
+
+def network_table(runs: list[dict], rtt_ms: float, tls: bool) -> str:
+    """Per worker, at concurrency 1: the round-trip view of issue 16."""
+    def rt(ms: float | None) -> str:
+        return f"{ms / rtt_ms:.2f}" if ms is not None and rtt_ms > 0 else "–"
+
+    transport = "TLS" if tls else "plain"
+    lines = [
+        "| RTT | transport | worker | sessions | claim → first result p50 / p99 (ms) | in round trips p50 / p99 "
+        "| per tool call p50 / p99 (ms; round trips) | whole session ack → stop p50 (ms; round trips) "
+        "| requests on the critical path (most common) | new connections ack → first result p50 "
+        "| connections per run | HTTP |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for kind in (OURS, REF):
+        rs = [r for r in runs if r["worker"] == kind and r["concurrency"] == 1]
+        if not rs:
+            continue
+        c2f = [x for r in rs for x in r["claim_to_first_result_ms"]]
+        tools = [x for r in rs for t in TOOLS for x in r["tool_ms"][t]]
+        a2s = [x for r in rs for x in r.get("ack_to_stop_ms", [])]
+        paths = Counter(" → ".join(p) for r in rs for p in r.get("critical_path", []))
+        path, n_path = paths.most_common(1)[0] if paths else ("–", 0)
+        n_req = len(path.split(" → ")) if paths else 0
+        conns = sorted(r.get("connections", 0) for r in rs)
+        newc = [x for r in rs for x in r.get("new_connections_to_first_result", [])]
+        versions = Counter()
+        for r in rs:
+            versions.update({k: v for k, v in r.get("http_versions", {}).items() if k})
+        label = "wasm-sandbox" if kind == OURS else "reference SDK"
+        lines.append(
+            f"| {rtt_ms:g} ms | {transport} | {label} | {len(c2f)} | {fmt(pct(c2f, 50))} / {fmt(pct(c2f, 99))} "
+            f"| {rt(pct(c2f, 50))} / {rt(pct(c2f, 99))} "
+            f"| {fmt(pct(tools, 50))} / {fmt(pct(tools, 99))}; {rt(pct(tools, 50))} / {rt(pct(tools, 99))} "
+            f"| {fmt(pct(a2s, 50))}; {rt(pct(a2s, 50))} | {n_req}: {path} ({n_path}/{sum(paths.values())}) "
+            f"| {fmt(pct(newc, 50), 1)} | {', '.join(str(c) for c in conns)} | {', '.join(f'{k} ×{v}' for k, v in versions.most_common())} |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- SVG
@@ -521,6 +676,12 @@ def main() -> int:
     ap.add_argument("--no-compile-cache", action="store_true",
                     help="runs start ours without a compile cache (it then compiles its component at every start)")
     ap.add_argument("--only", choices=[REF, OURS], help="run one worker only (for debugging)")
+    ap.add_argument("--rtt-ms", type=float, default=None,
+                    help="put delay-proxy between each worker and the fake, adding this round trip "
+                         "(N/2 ms each way; 0 = the proxy without delay) and print the round-trip table")
+    ap.add_argument("--tls", action="store_true",
+                    help="the fake serves HTTPS (CA made at start-up; HTTP/2 and HTTP/1.1 by ALPN)")
+    ap.add_argument("--proxy-bin", type=Path, default=REPO / "target" / "release" / "delay-proxy")
     ap.add_argument("--replot", type=Path, metavar="RESULTS_JSON",
                     help="run nothing: print the table and redraw the SVG from an earlier results.json")
     args = ap.parse_args()
@@ -535,10 +696,13 @@ def main() -> int:
             args.svg_copy.parent.mkdir(parents=True, exist_ok=True)
             args.svg_copy.write_text(svg)
         print(md)
+        if meta.get("rtt_ms") is not None:
+            print()
+            print(network_table(saved["runs"], meta["rtt_ms"], meta.get("tls", False)))
         return 0
     args.scenario_obj = json.loads(args.scenario.read_text())
     args.scenario_obj.setdefault("name", args.scenario.stem)
-    for b in (args.fake_bin, args.ours_bin):
+    for b in (args.fake_bin, args.ours_bin, *([args.proxy_bin] if args.rtt_ms is not None else [])):
         if not b.exists():
             sys.exit(f"missing {b}; run benches/side_by_side.sh (it builds them)")
     args.venv_python = ensure_venv(args.venv)
@@ -574,6 +738,8 @@ def main() -> int:
                 print(f"round {rnd}/{args.rounds} {kind:>9} start-up ({variant}): first poll after "
                       f"{p['start_to_first_poll_ms']} ms, RSS {p['idle_rss_kib']} KiB", flush=True)
         for conc, n in ((1, args.sessions_c1), (8, args.sessions_c8)):
+            if n <= 0:
+                continue
             for kind in order:
                 t0 = time.monotonic()
                 r = one_run(kind, conc, n, rnd, args)
@@ -605,12 +771,16 @@ def main() -> int:
         "ours_command": worker_command(OURS, args, 8, Path("WORKDIR")),
         "ours_config": args.ours_config.read_text() if args.ours_config else None,
         "wall_seconds": round(wall, 1),
+        "rtt_ms": args.rtt_ms, "tls": args.tls, "argv": sys.argv[1:],
     }
     md, rows = table(runs, probes)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "summary": rows, "startup_probes": probes,
-                                                       "runs": runs}, indent=1))
+    results_name = "results.json" if args.rtt_ms is None else \
+        f"results-rtt{args.rtt_ms:g}-{'tls' if args.tls else 'plain'}.json"
+    (args.out / results_name).write_text(json.dumps({"meta": meta, "summary": rows, "startup_probes": probes,
+                                                     "runs": runs}, indent=1))
     svg = svg_cdfs(runs, plot_title(meta))
-    (args.out / "latency.svg").write_text(svg)
+    svg_name = "latency.svg" if args.rtt_ms is None else results_name.replace("results", "latency").replace(".json", ".svg")
+    (args.out / svg_name).write_text(svg)
     if args.svg_copy:
         args.svg_copy.parent.mkdir(parents=True, exist_ok=True)
         args.svg_copy.write_text(svg)
@@ -626,7 +796,12 @@ def main() -> int:
         if gaps:
             print(f"{kind}: last result → stop p50 {fmt(pct(gaps, 50))} ms, p99 {fmt(pct(gaps, 99))} ms; "
                   f"{len(slow)} of {len(gaps)} sessions over 0.5 s (max {fmt(max(gaps))} ms)")
-    print(f"raw samples: {args.out / 'results.json'}; plot: {args.out / 'latency.svg'}")
+    if args.rtt_ms is not None:
+        print()
+        print(f"at {args.rtt_ms:g} ms round trip, {'TLS' if args.tls else 'plain HTTP'}, concurrency 1:")
+        print()
+        print(network_table(runs, args.rtt_ms, args.tls))
+    print(f"raw samples: {args.out / results_name}; plot: {args.out / svg_name}")
     failures = [f for r in runs for f in r["failures"]]
     if failures:
         print(f"{len(failures)} scenario failure(s); see results.json", flush=True)

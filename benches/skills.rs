@@ -28,6 +28,7 @@ fn read(path: PathBuf, hint: &str) -> Vec<u8> {
 
 fn main() {
     wasm_sandbox_native::run_as_init_if_invoked();
+    wasm_sandbox_runtime::run_as_compiler_if_invoked();
     let n = iters(50);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = RuntimeConfig::default();

@@ -21,6 +21,7 @@ use wasm_sandbox_worker::worker::{Shutdown, Worker, WorkerConfig};
 
 fn main() {
     wasm_sandbox_native::run_as_init_if_invoked();
+    wasm_sandbox_runtime::run_as_compiler_if_invoked();
     let sessions: usize = std::env::var("BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())

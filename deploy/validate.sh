@@ -14,8 +14,13 @@
 #    libseccomp's Python binding and bwrap are available (as root it installs
 #    python3-seccomp with apt-get if missing); otherwise prints SKIP.
 #
+# 5. The ConfigMap's wasm-sandbox.toml must load in every command that reads a config file:
+#    `config check`, `serve --dry-run` and `replay --config` (one schema). Unless
+#    WASM_SANDBOX_BIN names a binary, builds one with cargo first (WASM_SANDBOX_BUILD=0 skips
+#    the build; without a binary only the TOML syntax is checked, and that is said).
+#
 # Exits non-zero if any step fails. Environment: PYTHON (default python3, needs >= 3.11),
-# WASM_SANDBOX_BIN (a built binary for `config check` of the ConfigMap's TOML).
+# WASM_SANDBOX_BIN (a built binary for the config checks of the ConfigMap's TOML).
 set -euo pipefail
 
 DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,6 +59,15 @@ versions = utils.all_versions()
 assert "1.33.0" in versions and "1.37.0" in versions, versions
 print(f"kubernetes-validate ships schemas for Kubernetes {versions[0]} .. {versions[-1]}")
 EOF
+
+if [[ -z "${WASM_SANDBOX_BIN:-}" && "${WASM_SANDBOX_BUILD:-1}" != 0 ]] && command -v cargo >/dev/null; then
+  step "build wasm-sandbox for the ConfigMap config checks"
+  if (cd "$DEPLOY/.." && cargo build --locked --quiet -p wasm-sandbox-cli); then
+    export WASM_SANDBOX_BIN="$DEPLOY/../target/debug/wasm-sandbox"
+  else
+    failed=$((failed + 1)); echo "FAIL build wasm-sandbox"
+  fi
+fi
 
 # Cut the network for the validation itself, to prove it needs none.
 offline=()

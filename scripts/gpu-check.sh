@@ -75,9 +75,9 @@ run() {
   [ -f "$out/port" ] || fail "the model server did not start"
   local port; port="$(cat "$out/port")"
   cat > "$out/nn.json" <<JSON
-{"remote": [{"name": "tensor-classify", "kind": "tensor", "timeout_ms": 30000,
+{"remote": [{"name": "tensor-classify", "kind": "tensor", "timeout": "30s",
              "url": "http://127.0.0.1:${port}/v2/models/classify/infer"}],
- "max_calls": $((n + 10)), "max_bytes": 1000000000}
+ "max_calls": $((n + 10)), "max_transfer": "1GB"}
 JSON
   "$PY" "$D/gpu_check.py" native --engine "$engine" --device "$device" --n "$n" > "$out/native.json"
   "$PY" "$D/gpu_check.py" http --port "$port" --n "$n" > "$out/http.json"

@@ -3,7 +3,8 @@
 # Idempotent and quiet when everything is already there.
 #   - the wasm32-wasip2 Rust target (guest components are built for it)
 #   - bubblewrap (the native sandbox for bash)
-#   - ONNX Runtime's shared library, from the PyPI `onnxruntime` wheel, into .ort/
+# ONNX Runtime is NOT set up here: only the wasi-nn tests and benches need it, and they call
+# scripts/setup-ort.sh themselves (scripts/test.sh does), so the demo needs no PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,4 @@ if ! command -v bwrap >/dev/null 2>&1; then
   else
     sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap >/dev/null
   fi
-fi
-
-if [ -x scripts/setup-ort.sh ]; then
-  scripts/setup-ort.sh
 fi

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The wasi-nn tests run ONNX models: ONNX Runtime's library (from PyPI) is set up for them.
+scripts/setup-ort.sh
 [ -f .ort/env ] && . .ort/env
 
 # Guest crates (own workspaces): their unit tests run natively.

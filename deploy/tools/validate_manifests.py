@@ -503,28 +503,41 @@ def find_binary(repo: Path) -> Path | None:
 
 
 def config_check(deploy: Path, report: Report) -> None:
+    """The ConfigMap's wasm-sandbox.toml loads in every command that reads the file (one
+    schema: issue 17): `config check`, `serve --dry-run` and `replay --config`."""
     binary = find_binary(deploy.parent)
     if binary is None:
         report.note("config check: no built wasm-sandbox binary (set WASM_SANDBOX_BIN); TOML syntax only")
         return
-    probe = subprocess.run([binary, "config", "check", "--help"], capture_output=True, timeout=30, check=False)
-    if probe.returncode != 0:
-        report.note(f"config check: {binary} has no `config check` yet; TOML syntax only")
+    probe = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    if probe.returncode != 0 or "--dry-run" not in probe.stdout:
+        report.note(f"config check: {binary} predates `serve --dry-run`; TOML syntax only")
         return
     cm = load_docs((deploy / "k8s/base/configmap.yaml").read_text())[0]
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(cm["data"]["wasm-sandbox.toml"])
-    try:
-        proc = subprocess.run([binary, "config", "check", "--config", f.name],
-                              capture_output=True, text=True, timeout=60, check=False)
-    finally:
-        os.unlink(f.name)
-    if proc.returncode != 0:
-        report.error("k8s/base/configmap.yaml", f"`wasm-sandbox config check` rejects wasm-sandbox.toml: "
-                     f"{(proc.stderr or proc.stdout).strip()}")
-    else:
-        report.ok()
-        report.note(f"config check: {binary} accepts the ConfigMap's wasm-sandbox.toml")
+    text = cm["data"]["wasm-sandbox.toml"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    with tempfile.TemporaryDirectory(prefix="wasm-sandbox-validate-") as tmp:
+        tmp = Path(tmp)
+        config = tmp / "wasm-sandbox.toml"
+        config.write_text(text)
+        # replay runs a real session: keep its compile cache off the host's /var/lib.
+        replay_config = tmp / "replay.toml"
+        replay_config.write_text(text.replace("/var/lib/wasm-sandbox/cache", str(tmp / "cache")))
+        call = '{"id": "1", "name": "write", "input": {"file_path": "a.txt", "content": "ok"}}\n'
+        commands = [
+            ("config check", [binary, "config", "check", "--config", config], None),
+            ("serve --dry-run", [binary, "serve", "--dry-run", "--config", config], None),
+            ("replay", [binary, "replay", "--workdir", tmp / "ws", "--config", replay_config], call),
+        ]
+        for name, argv, stdin in commands:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120,
+                                  check=False, env=env)
+            if proc.returncode != 0 or (name == "replay" and '"is_error":false' not in proc.stdout):
+                report.error("k8s/base/configmap.yaml", f"`wasm-sandbox {name}` rejects wasm-sandbox.toml: "
+                             f"{(proc.stderr or proc.stdout).strip()}")
+            else:
+                report.ok()
+                report.note(f"{name}: {binary} accepts the ConfigMap's wasm-sandbox.toml")
 
 
 # --------------------------------------------------------------------------- driver

@@ -415,7 +415,7 @@ impl SkillsManager {
         for name in self.created.drain(..) {
             let path = self.workdir.join(SKILLS_DIR).join(&name);
             let result = match root.symlink_metadata(&name) {
-                Ok(meta) if meta.is_dir() => root.remove_dir_all(&name),
+                Ok(meta) if meta.is_dir() => wasm_sandbox_fs::tree::remove_tree_at(root, &name),
                 // Whatever replaced the directory (a symlink, a file) is removed itself; a
                 // symlink's target is never touched.
                 Ok(_) => root.remove_file(&name),
@@ -556,7 +556,7 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Err(e) = self.parent.remove_dir_all(&self.name)
+        if let Err(e) = wasm_sandbox_fs::tree::remove_tree_at(&self.parent, &self.name)
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!("failed to remove skill work dir {}: {e}", self.name);

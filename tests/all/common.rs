@@ -19,6 +19,7 @@ pub fn runtime() -> &'static Runtime {
 pub fn config() -> RuntimeConfig {
     let mut config = RuntimeConfig::default();
     config.bash.init_path = Some(env!("CARGO_BIN_EXE_test-sandbox-init").into());
+    config.wasm_run.compiler_path = Some(env!("CARGO_BIN_EXE_test-compile").into());
     config
 }
 

@@ -3,9 +3,11 @@
 
 mod common;
 mod confinement;
+mod critical_path;
 mod differential;
 mod nn;
 mod pool;
 mod runtime;
+mod tls;
 mod wasm_run;
 mod worker;

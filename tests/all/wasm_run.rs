@@ -269,6 +269,12 @@ fn python_skill_component_built_with_componentize_py_runs_from_bash() {
     let rt = tokio();
     let f = Fixture::new();
     let tool = install(&f, "py-wordfreq", "wordfreq.wasm", &wordfreq());
+    // Larger than what a session may compile itself: the worker precompiles it when
+    // it installs the skill (as `skills_installed` does), by file identity.
+    let file = std::fs::File::open(f.ws().join(&tool)).unwrap();
+    runtime()
+        .command_for_file(&file, runtime().config().wasm_run.max_skill_component_bytes)
+        .expect("skill precompile");
     std::fs::write(f.ws().join("doc.txt"), "Alpha beta\nbeta GAMMA beta\n").unwrap();
     let (out, err) = bash(&rt, &f.session, &format!("wasm-run {tool} --top 2 doc.txt"));
     assert!(!err, "{out}");
@@ -292,4 +298,250 @@ fn python_skill_component_built_with_componentize_py_runs_from_bash() {
     );
     assert!(out.ends_with("rc=1"), "{out}");
     assert!(out.contains("No such file or directory"), "{out}");
+}
+
+/// `bytes` with a custom section of `len` zero bytes appended (still a valid
+/// component, `len` bytes larger).
+fn padded(mut bytes: Vec<u8>, len: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = u8::try_from(n & 0x7f).unwrap();
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"wasm-sandbox-pad";
+    bytes.push(0);
+    leb(1 + name.len() + len, &mut bytes);
+    bytes.push(u8::try_from(name.len()).unwrap());
+    bytes.extend_from_slice(name);
+    bytes.resize(bytes.len() + len, 0);
+    bytes
+}
+
+/// A session can only run components it wrote up to `wasm_run.max_component_bytes`
+/// (8 MiB): larger bytes are never read, hashed or compiled. The same file installed
+/// by the worker as a skill (precompiled at install under
+/// `max_skill_component_bytes`, and unchanged since) runs.
+#[test]
+fn large_components_written_by_a_session_are_refused_unless_installed_as_skills() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    let config = &runtime().config().wasm_run;
+    assert_eq!(config.max_component_bytes, 8 << 20);
+    let big = padded(unique(wordcount(), "big"), 9 << 20);
+    let tool = install(&f, "big", "big.wasm", &big);
+    std::fs::write(f.ws().join("t.txt"), "x\n").unwrap();
+    let before = runtime().command_compilations();
+    let (out, _) = bash(
+        &rt,
+        &f.session,
+        &format!("wasm-run {tool} t.txt; echo rc=$?"),
+    );
+    assert!(out.starts_with(&format!("wasm-run: {tool}: ")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "component of {} bytes exceeds the limit of {}",
+            big.len(),
+            8 << 20
+        )),
+        "{out}"
+    );
+    assert!(out.ends_with("rc=126"), "{out}");
+    assert_eq!(runtime().command_compilations(), before, "nothing compiled");
+
+    // What the worker does when it installs a skill: precompile by file identity.
+    let file = std::fs::File::open(f.ws().join(&tool)).unwrap();
+    runtime()
+        .command_for_file(&file, config.max_skill_component_bytes)
+        .expect("skill precompile");
+    let (out, err) = bash(&rt, &f.session, &format!("wasm-run {tool} t.txt"));
+    assert!(!err, "{out}");
+    assert_eq!(out, "1 1 2 t.txt");
+    // Once the session changes the file it is its own file again: refused.
+    let (out, _) = bash(
+        &rt,
+        &f.session,
+        &format!("printf x >> {tool}; wasm-run {tool} t.txt; echo rc=$?"),
+    );
+    assert!(out.contains("exceeds the limit"), "{out}");
+}
+
+/// `wasm-run` of a FIFO answers at once instead of blocking a worker thread in
+/// `open()` forever (and the session still closes promptly).
+#[test]
+fn a_fifo_named_as_a_component_is_refused_without_blocking() {
+    let _g = serial();
+    let rt = tokio();
+    let f = Fixture::new();
+    // Made from the host: the sandbox itself may not create FIFOs.
+    let fifo = f.ws().join("f.wasm");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let _release = crate::runtime::ReleaseFifos(vec![fifo.clone()]);
+    let started = std::time::Instant::now();
+    let (out, _) = bash(&rt, &f.session, "timeout 20 wasm-run f.wasm; echo rc=$?");
+    assert_eq!(out, "wasm-run: f.wasm: not a regular file\nrc=126");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), f.session.close())
+            .await
+            .expect("the session closes promptly")
+    });
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A runtime whose compiler helper is `helper` and whose compile limits are
+/// `limits(config)`; the file-tools component comes from a cache shared by
+/// these tests (compiled once).
+fn limited_runtime(
+    helper: &std::path::Path,
+    limits: impl FnOnce(&mut wasm_sandbox_runtime::WasmRunConfig),
+) -> wasm_sandbox_runtime::Runtime {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut config = crate::common::config();
+    config.engine.pooling = false;
+    config.engine.cache_dir = wasm_sandbox_runtime::CacheDir::Dir(cache.path().to_path_buf());
+    config.wasm_run.compiler_path = Some(helper.to_path_buf());
+    limits(&mut config.wasm_run);
+    wasm_sandbox_runtime::Runtime::new(config).expect("runtime")
+}
+
+/// A fake helper: a shell script.
+fn script(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Compilation of session bytes runs in a helper process that the kernel and the
+/// worker bound: wall clock (killed), CPU (`RLIMIT_CPU`), memory (`RLIMIT_AS`),
+/// output size; and with no helper nothing is compiled at all.
+#[test]
+fn compilation_runs_in_a_bounded_helper_process() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // Different bytes per case: the runtimes share a disk cache.
+    let wasm = |case: &str| unique(wordcount(), &format!("bounded-{case}"));
+    let real = PathBuf::from(env!("CARGO_BIN_EXE_test-compile"));
+
+    // The real helper within its limits: compiles.
+    let rt = limited_runtime(&real, |_| {});
+    rt.command_by_content(&wasm("ok"))
+        .expect("compiles in the helper");
+
+    // A helper that never answers is killed at the wall-clock limit.
+    let hang = script(dir.path(), "hang", "exec sleep 60");
+    let rt = limited_runtime(&hang, |w| w.compile_timeout_seconds = 1);
+    let t = Instant::now();
+    let err = rt
+        .command_by_content(&wasm("hang"))
+        .err()
+        .expect("timed out")
+        .to_string();
+    assert!(err.contains("compile_timeout_seconds"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    // One that spins is stopped by RLIMIT_CPU (set by the worker, not the helper).
+    let spin = script(dir.path(), "spin", "while :; do :; done");
+    let rt = limited_runtime(&spin, |w| {
+        w.compile_cpu_seconds = 1;
+        w.compile_timeout_seconds = 60;
+    });
+    let t = Instant::now();
+    let err = rt
+        .command_by_content(&wasm("spin"))
+        .err()
+        .expect("cpu limit")
+        .to_string();
+    assert!(err.contains("compile_cpu_seconds"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+
+    // One that floods stdout is cut off at the output cap.
+    let flood = script(
+        dir.path(),
+        "flood",
+        "cat >/dev/null; head -c 10000000 /dev/zero",
+    );
+    let rt = limited_runtime(&flood, |w| w.max_compiled_bytes = 1 << 20);
+    let err = rt
+        .command_by_content(&wasm("flood"))
+        .err()
+        .expect("output cap")
+        .to_string();
+    assert!(err.contains("max_compiled_bytes"), "{err}");
+
+    // The real helper with too little memory fails (RLIMIT_AS: a 24 MiB component
+    // does not even fit twice in 48 MiB), and the worker is unharmed.
+    let rt = limited_runtime(&real, |w| w.compile_memory_bytes = 48 << 20);
+    let err = rt
+        .command_by_content(&padded(wasm("memory"), 24 << 20))
+        .err()
+        .expect("memory limit")
+        .to_string();
+    assert!(err.contains("compile_memory_bytes"), "{err}");
+
+    // At most `max_concurrent_compiles` helpers run at once: the second waits.
+    let started = dir.path().join("started");
+    std::fs::create_dir(&started).unwrap();
+    let slow = script(
+        dir.path(),
+        "slow",
+        &format!("echo x > {}/$$; exec sleep 60", started.display()),
+    );
+    let rt = limited_runtime(&slow, |w| {
+        w.max_concurrent_compiles = 1;
+        w.compile_timeout_seconds = 2;
+    });
+    let count = || std::fs::read_dir(&started).unwrap().count();
+    let errors = std::thread::scope(|scope| {
+        let compile = |tag: &'static str| {
+            let rt = &rt;
+            let wasm = &wasm;
+            scope.spawn(move || {
+                rt.command_by_content(&wasm(tag))
+                    .err()
+                    .map(|e| e.to_string())
+            })
+        };
+        let (a, b) = (compile("slot-a"), compile("slot-b"));
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(count(), 1, "one helper at a time");
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    // The second either ran after the first (and timed out too) or gave up waiting
+    // for a slot after the same time.
+    for e in &errors {
+        let e = e.as_deref().expect("neither compiles");
+        assert!(
+            e.contains("compile_timeout_seconds") || e.contains("too many components"),
+            "{e}"
+        );
+    }
+    assert!(count() <= 2);
+
+    // No helper: fail closed, with the setting named.
+    let rt = limited_runtime(&real, |w| {
+        w.compiler_path = Some(dir.path().join("missing"))
+    });
+    let err = rt
+        .command_by_content(&wasm("none"))
+        .err()
+        .expect("no helper")
+        .to_string();
+    assert!(err.contains("wasm_run.compiler_path"), "{err}");
 }

@@ -29,7 +29,7 @@ fn core_provider() -> CoreProvider {
         .clone()
 }
 
-async fn fake() -> Handle {
+pub(crate) async fn fake() -> Handle {
     FakeControlPlane::start(FakeConfig {
         lease_ttl_seconds: 3,
         ..FakeConfig::default()
@@ -38,7 +38,9 @@ async fn fake() -> Handle {
     .expect("fake control plane")
 }
 
-fn config(fake: &Handle, dir: &Path) -> WorkerConfig {
+/// The worker settings the end-to-end tests share: short sleeps, backoffs and idle times,
+/// one item per run.
+pub(crate) fn config(fake: &Handle, dir: &Path) -> WorkerConfig {
     let mut c = WorkerConfig::new(
         fake.url(),
         fake.environment_id(),
@@ -150,22 +152,31 @@ async fn all_six_tools_with_the_real_sandbox() {
         .into_iter()
         .filter(|e| *e != Endpoint::Heartbeat)
         .collect();
-    let first_ack = seq.iter().position(|e| *e == Endpoint::Ack).unwrap();
-    assert!(seq[..first_ack].iter().all(|e| *e == Endpoint::Poll));
-    let after: Vec<Endpoint> = seq[first_ack..]
+    let after: Vec<Endpoint> = seq
         .iter()
         .copied()
         .filter(|e| *e != Endpoint::Poll)
         .collect();
-    let mut want = vec![
-        Endpoint::Ack,
-        Endpoint::SessionRetrieve,
-        Endpoint::EventsStream,
-        Endpoint::EventsList,
-    ];
-    want.extend([Endpoint::EventsSend; 6]);
+    // The ack, the session fetch and the stream (then the history) go out together (issue
+    // 16), so they may arrive in any order; the stream always precedes the history read.
+    let mut opening = after[..4].to_vec();
+    let stream_at = opening.iter().position(|e| *e == Endpoint::EventsStream);
+    let list_at = opening.iter().position(|e| *e == Endpoint::EventsList);
+    assert!(stream_at < list_at, "{after:?}");
+    opening.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        opening,
+        [
+            Endpoint::Ack,
+            Endpoint::EventsList,
+            Endpoint::EventsStream,
+            Endpoint::SessionRetrieve
+        ],
+        "{after:?}"
+    );
+    let mut want = vec![Endpoint::EventsSend; 6];
     want.push(Endpoint::Stop);
-    assert_eq!(after, want);
+    assert_eq!(after[4..], want);
 
     let reqs = fake.requests();
     let polls: Vec<_> = reqs
@@ -204,8 +215,16 @@ async fn all_six_tools_with_the_real_sandbox() {
     let stops = fake.stops();
     assert_eq!(stops.len(), 1);
     assert!(stops[0].force);
+    // Session directories are `<work_id>.<claim>`.
     assert!(
-        !dir.path().join("sessions").join(&work_id).exists(),
+        !std::fs::read_dir(dir.path().join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{work_id}."))),
         "session directory left behind"
     );
 }
@@ -497,7 +516,9 @@ async fn terminated_session_and_healthcheck_are_force_stopped() {
     for w in [&work_t, &work_h] {
         assert_eq!(fake.work_state(w), Some(WorkState::Stopped), "{w}");
     }
-    assert!(fake.requests_to(Endpoint::EventsStream).is_empty());
+    // The stream may be opened beside the ack (issue 16), before the session is known to be
+    // terminated; it is dropped, and nothing is posted or run.
+    assert!(fake.requests_to(Endpoint::EventsSend).is_empty());
     assert!(
         fake.heartbeats().iter().all(|h| h.work_id != work_h),
         "heartbeat for a healthcheck"
@@ -769,8 +790,16 @@ async fn skills_are_installed_in_the_workspace_and_removed_after() {
         find_named(dir.path(), "x").is_empty(),
         "an archive member escaped"
     );
+    // Session directories are `<work_id>.<claim>`.
     assert!(
-        !dir.path().join("sessions").join(&work_id).exists(),
+        !std::fs::read_dir(dir.path().join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{work_id}."))),
         "session directory (and its skills) left behind"
     );
 }
@@ -867,8 +896,16 @@ async fn memory_stores_are_mounted_read_only_per_access_and_synced_back() {
             r.path
         );
     }
+    // Session directories are `<work_id>.<claim>`.
     assert!(
-        !dir.path().join("sessions").join(&work_id).exists(),
+        !std::fs::read_dir(dir.path().join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{work_id}."))),
         "session directory (and its memory) left behind"
     );
 }
@@ -988,4 +1025,315 @@ async fn memory_stores_without_a_sessions_token_fail_the_item() {
         !fake.requests().iter().any(|r| r.path.contains("memor")),
         "no memory endpoint is called without a token"
     );
+}
+
+/// A call whose input holds a lone surrogate escape (valid JSON text, refused by strict
+/// parsers) is answered once with an `invalid request: …` error and never reaches the
+/// sandbox; the call after it runs. Issue 11.
+fn lone_surrogate_results_ok(fake: &Handle, session_id: &str, sandbox: &ScriptedSandbox) {
+    let report = fake.scenario_report(session_id);
+    assert!(report.is_ok(), "{report:?}");
+    let results: Vec<_> = fake
+        .tool_results(session_id)
+        .into_iter()
+        .filter(|r| r.accepted)
+        .collect();
+    let bad: Vec<_> = results
+        .iter()
+        .filter(|r| r.label.as_deref() == Some("bad"))
+        .collect();
+    assert_eq!(
+        bad.len(),
+        1,
+        "exactly one result for the bad call: {results:?}"
+    );
+    assert_eq!(bad[0].is_error, Some(true));
+    let text = bad[0].text();
+    assert!(text.starts_with("invalid request: "), "{text}");
+    assert!(text.contains(r"\ud800"), "{text}");
+    let good: Vec<_> = results
+        .iter()
+        .filter(|r| r.label.as_deref() == Some("good"))
+        .collect();
+    assert_eq!(good.len(), 1, "{results:?}");
+    assert_eq!(good[0].is_error, Some(false));
+    assert!(good[0].text().contains("after-bad"), "{}", good[0].text());
+    // Only the good call reached the sandbox.
+    let calls = sandbox.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(Some(&calls[0].2), fake.call_id(session_id, "good").as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_surrogate_input_on_the_live_stream_gets_one_error_result() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = ScriptedSandbox::new();
+    let (_, session_id) = fake.enqueue_session(scenario(json!({
+        "name": "lone-surrogate-live",
+        "steps": [
+            {"tool_use": {"label": "bad", "name": "bash", "raw_input": r#"{"command": "echo \ud800"}"#,
+                          "timeout_ms": 20000,
+                          "expect": {"is_error": true, "contains": ["invalid request: "]}}},
+            {"tool_use": {"label": "good", "name": "bash", "input": {"command": "echo after-bad"},
+                          "timeout_ms": 20000,
+                          "expect": {"is_error": false, "contains": ["after-bad"]}}},
+            {"idle": {"stop_reason": "end_turn"}},
+            "terminate"
+        ]
+    })));
+    finished(start(config(&fake, dir.path()), sandbox.clone()))
+        .await
+        .unwrap();
+    lone_surrogate_results_ok(&fake, &session_id, &sandbox);
+    // Decoded on the stream itself: no reconnect was needed.
+    assert_eq!(fake.requests_to(Endpoint::EventsStream).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_surrogate_input_in_history_does_not_sink_the_page() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = ScriptedSandbox::new();
+    // Both calls are in the history before any worker attaches (the stream carries live events
+    // only), so they reach the worker through the history read alone.
+    let (_, session_id) = fake.enqueue_session(scenario(json!({
+        "name": "lone-surrogate-history",
+        "start": "immediately",
+        "steps": [
+            {"tool_use": {"label": "bad", "name": "bash", "raw_input": r#"{"command": "echo \ud800"}"#,
+                          "await": false, "expect": {"is_error": true, "contains": ["invalid request: "]}}},
+            {"tool_use": {"label": "good", "name": "bash", "input": {"command": "echo after-bad"},
+                          "await": false, "expect": {"is_error": false, "contains": ["after-bad"]}}},
+            {"await_result": {"tool_use": "bad", "timeout_ms": 20000}},
+            {"await_result": {"tool_use": "good", "timeout_ms": 20000}},
+            {"idle": {"stop_reason": "end_turn"}},
+            "terminate"
+        ]
+    })));
+    fake.wait_for(WAIT, |s| {
+        s.call_id(&session_id, "bad").is_some() && s.call_id(&session_id, "good").is_some()
+    })
+    .await
+    .expect("the script did not emit both calls");
+    finished(start(config(&fake, dir.path()), sandbox.clone()))
+        .await
+        .unwrap();
+    lone_surrogate_results_ok(&fake, &session_id, &sandbox);
+}
+
+/// Memory-store mount paths end to end (issue 11): the one rule of
+/// `wasm_sandbox_fs::guest_path`, applied alike by the worker, the file tools and bash.
+mod memory_paths {
+    use super::*;
+
+    fn store_id(fake: &Handle, session_id: &str, name: &str) -> String {
+        fake.session_memory_stores(session_id)
+            .into_iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| id)
+            .unwrap()
+    }
+
+    /// A store whose resource carries no usable `mount_path` (empty here; absent or null takes
+    /// the same branch, see `runtime/worker/src/memory.rs`'s unit test) is mounted at
+    /// `/mnt/memory/<name>` for the file tools and bash, and syncs back. Before the fix it
+    /// became `/mnt/memory//<name>`, which the runtime refused, failing the item.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_without_mount_path_is_mounted_at_mnt_memory_name() {
+        let fake = fake().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_work_id, session_id) = fake.enqueue_session(scenario(json!({
+            "name": "memory-default-path",
+            "memory_stores": [
+                {"name": "notes", "mount_path": "", "memories": {"/a.md": "hello default\n"}}
+            ],
+            "prompt": "Use memory.",
+            "steps": [
+                {"tool_use": {"label": "read", "name": "read",
+                              "input": {"file_path": "/mnt/memory/notes/a.md"},
+                              "expect": {"is_error": false, "contains": ["hello default"]}}},
+                {"tool_use": {"label": "bash", "name": "bash",
+                              "input": {"command": "cat /mnt/memory/notes/a.md && echo from-bash > /mnt/memory/notes/b.md && echo bash-ok"},
+                              "expect": {"is_error": false, "contains": ["hello default", "bash-ok"]}}},
+                {"tool_use": {"label": "write", "name": "write",
+                              "input": {"file_path": "/mnt/memory/notes/c.md", "content": "from tools\n"},
+                              "expect": {"is_error": false}}},
+                {"idle": {"stop_reason": "end_turn"}},
+                "terminate"
+            ]
+        })));
+        let notes = store_id(&fake, &session_id, "notes");
+        finished(start(config(&fake, dir.path()), core_provider()))
+            .await
+            .unwrap();
+        let report = fake.scenario_report(&session_id);
+        assert!(report.is_ok(), "{report:?}");
+        let now = fake.memories(&notes);
+        for want in [("/b.md", "from-bash\n"), ("/c.md", "from tools\n")] {
+            assert!(
+                now.contains(&(want.0.to_owned(), want.1.to_owned())),
+                "{now:?}"
+            );
+        }
+    }
+
+    /// A nested `mount_path` (accepted by the reference) works for the file tools and for
+    /// bash, next to a sibling store; before the fix the bash sandbox refused it and every
+    /// bash call failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nested_mount_path_works_with_bash_and_the_file_tools() {
+        let fake = fake().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_work_id, session_id) = fake.enqueue_session(scenario(json!({
+            "name": "memory-nested-path",
+            "memory_stores": [
+                {"name": "shared", "mount_path": "/mnt/memory/team/shared/",
+                 "memories": {"/a.md": "nested hello\n"}},
+                {"name": "prefs", "mount_path": "/mnt/memory/team/prefs", "access": "read_only",
+                 "memories": {"/p.md": "pref\n"}}
+            ],
+            "prompt": "Use memory.",
+            "steps": [
+                {"tool_use": {"label": "read", "name": "read",
+                              "input": {"file_path": "/mnt/memory/team/shared/a.md"},
+                              "expect": {"is_error": false, "contains": ["nested hello"]}}},
+                {"tool_use": {"label": "bash", "name": "bash",
+                              "input": {"command": "cat /mnt/memory/team/shared/a.md /mnt/memory/team/prefs/p.md && echo nested-bash > /mnt/memory/team/shared/b.md && (echo x > /mnt/memory/team/prefs/q.md) 2>/dev/null || echo ro-refused"},
+                              "expect": {"is_error": false,
+                                         "contains": ["nested hello", "pref", "ro-refused"]}}},
+                {"tool_use": {"label": "write", "name": "write",
+                              "input": {"file_path": "/mnt/memory/team/shared/sub/c.md", "content": "deep\n"},
+                              "expect": {"is_error": false}}},
+                {"tool_use": {"label": "ro-write", "name": "write",
+                              "input": {"file_path": "/mnt/memory/team/prefs/q.md", "content": "no"},
+                              "expect": {"is_error": true}}},
+                {"idle": {"stop_reason": "end_turn"}},
+                "terminate"
+            ]
+        })));
+        let shared = store_id(&fake, &session_id, "shared");
+        let prefs = store_id(&fake, &session_id, "prefs");
+        finished(start(config(&fake, dir.path()), core_provider()))
+            .await
+            .unwrap();
+        let report = fake.scenario_report(&session_id);
+        assert!(report.is_ok(), "{report:?}");
+        let now = fake.memories(&shared);
+        for want in [("/b.md", "nested-bash\n"), ("/sub/c.md", "deep\n")] {
+            assert!(
+                now.contains(&(want.0.to_owned(), want.1.to_owned())),
+                "{now:?}"
+            );
+        }
+        assert_eq!(
+            fake.memories(&prefs),
+            [("/p.md".to_owned(), "pref\n".to_owned())]
+        );
+    }
+
+    /// Mount paths the rule refuses (outside `/mnt/memory/`, or one store inside another) fail
+    /// the item up front: no tool runs and no memory is downloaded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_mount_paths_fail_the_item_before_any_download() {
+        for stores in [
+            json!([{"name": "a", "mount_path": "/mnt/memory/a"},
+                   {"name": "b", "mount_path": "/mnt/memory/a/b"}]),
+            json!([{"name": "w", "mount_path": "/workspace/memory"}]),
+            json!([{"name": "x", "mount_path": "/mnt/memory/../../etc"}]),
+        ] {
+            let fake = fake().await;
+            let dir = tempfile::tempdir().unwrap();
+            let (work_id, session_id) = fake.enqueue_session(scenario(json!({
+                "name": "memory-refused-path",
+                "memory_stores": stores,
+                "prompt": "Use memory.",
+                "steps": [
+                    {"tool_use": {"label": "bash", "name": "bash",
+                                  "input": {"command": "echo ran"}}},
+                    {"idle": {"stop_reason": "end_turn"}},
+                    "terminate"
+                ]
+            })));
+            finished(start(config(&fake, dir.path()), core_provider()))
+                .await
+                .unwrap();
+            assert!(fake.tool_results(&session_id).is_empty(), "{stores}");
+            assert!(
+                fake.stops().iter().any(|s| s.work_id == work_id && s.force),
+                "{stores}"
+            );
+            assert!(
+                !fake
+                    .requests()
+                    .iter()
+                    .any(|r| r.path.starts_with("/v1/memory_stores/")),
+                "{stores}: nothing is downloaded for a refused path"
+            );
+        }
+    }
+}
+
+/// Memory-store sync against hostile files (issue 11), end to end through the worker.
+mod memory_sync {
+    use super::*;
+
+    /// bash writes four 64 MiB files (sparse) and a FIFO into a read-write store; the final
+    /// sync and the flush upload the small file only, never send the big ones, never block on
+    /// the FIFO, and the item ends normally.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_files_and_fifos_written_by_bash_are_not_uploaded() {
+        let fake = fake().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_work_id, session_id) = fake.enqueue_session(scenario(json!({
+            "name": "memory-hostile-files",
+            "memory_stores": [{"name": "notes", "memories": {"/a.md": "a\n"}}],
+            "prompt": "Use memory.",
+            "steps": [
+                {"tool_use": {"label": "bash", "name": "bash",
+                              "input": {"command": "cd /mnt/memory/notes && for i in 0 1 2 3; do truncate -s 64M big$i.md; done; (mkfifo pipe.md 2>/dev/null || true); echo small > small.md; echo made"},
+                              "expect": {"is_error": false, "contains": ["made"]}}},
+                {"idle": {"stop_reason": "end_turn"}},
+                "terminate"
+            ]
+        })));
+        let notes = fake
+            .session_memory_stores(&session_id)
+            .into_iter()
+            .find(|(_, n)| n == "notes")
+            .map(|(id, _)| id)
+            .unwrap();
+        finished(start(config(&fake, dir.path()), core_provider()))
+            .await
+            .unwrap();
+        let report = fake.scenario_report(&session_id);
+        assert!(report.is_ok(), "{report:?}");
+        let now = fake.memories(&notes);
+        assert!(
+            now.contains(&("/small.md".to_owned(), "small\n".to_owned())),
+            "{now:?}"
+        );
+        assert!(
+            !now.iter()
+                .any(|(p, _)| p.starts_with("/big") || p == "/pipe.md"),
+            "{:?}",
+            now.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        // Not even attempted: the old code read each file whole and sent it (the fake, like
+        // the API, answered 413), holding gigabytes in the worker on the way.
+        for r in fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v1/memory_stores/"))
+        {
+            assert!(
+                r.body_len <= 1 << 20 && r.status != Some(413),
+                "{} {}: {} bytes sent, status {:?}",
+                r.method,
+                r.path,
+                r.body_len,
+                r.status
+            );
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! onnx_library = "/opt/ort/libonnxruntime.so.1.22.1"  # default: $ORT_DYLIB_PATH
 //! execution_provider = "cpu"                          # or "cuda"
 //! max_calls = 64                                      # remote calls per session
-//! max_bytes = 67108864                                # remote bytes per session
+//! max_transfer = "64MiB"                              # remote bytes per session
+//! max_tensor_size = "256MiB"                          # tensors one guest holds at once
 //!
 //! [[preload]]
 //! name = "classify"
@@ -17,8 +18,11 @@
 //! url = "http://llm.internal:8000/v1/chat/completions"
 //! model = "qwen2.5-7b-instruct"
 //! api_key_env = "LLM_API_KEY"
-//! timeout_ms = 60000
+//! timeout = "60s"
 //! ```
+//!
+//! Sizes and durations follow the config files' one unit convention
+//! ([`wasm_sandbox_units`]): strings with their unit.
 //!
 //! Credentials are never written in the configuration: a remote model names
 //! the *environment variable* that holds its key (`api_key_env`), which the
@@ -60,13 +64,16 @@ pub struct NnConfig {
     /// failed ones too). Default [`DEFAULT_MAX_CALLS`].
     pub max_calls: u64,
     /// Per-session limit on bytes exchanged with remote endpoints (request
-    /// bodies plus response bodies). Default [`DEFAULT_MAX_BYTES`].
+    /// bodies plus response bodies). Default [`DEFAULT_MAX_BYTES`]. File key
+    /// `max_transfer = "64MiB"`.
+    #[serde(rename = "max_transfer", with = "wasm_sandbox_units::size")]
     pub max_bytes: u64,
     /// Per-store limit on the bytes of tensors a guest holds at once (its own
     /// and the outputs it was given). Tensor data is copied out of guest
     /// memory into the host, so without it a guest could grow the worker's
     /// memory without bound; going over traps that guest. Default
-    /// [`DEFAULT_MAX_TENSOR_BYTES`].
+    /// [`DEFAULT_MAX_TENSOR_BYTES`]. File key `max_tensor_size = "256MiB"`.
+    #[serde(rename = "max_tensor_size", with = "wasm_sandbox_units::size")]
     pub max_tensor_bytes: u64,
     /// Whether guests may hand the host their own ONNX model bytes
     /// (`graph::load` with encoding `onnx`). Default `false`: model files are
@@ -196,8 +203,12 @@ pub struct RemoteModel {
     #[serde(default)]
     pub api_key_header: Option<String>,
     /// Per-call timeout covering connect, upload and the whole response, in
-    /// milliseconds. Default [`DEFAULT_TIMEOUT_MS`].
-    #[serde(default = "default_timeout_ms")]
+    /// milliseconds. Default [`DEFAULT_TIMEOUT_MS`]. File key `timeout = "60s"`.
+    #[serde(
+        rename = "timeout",
+        default = "default_timeout_ms",
+        with = "wasm_sandbox_units::duration_ms"
+    )]
     pub timeout_ms: u64,
     /// `Content-Type` of `ocr` requests. Default `application/octet-stream`.
     #[serde(default)]
@@ -246,6 +257,31 @@ mod tests {
         }));
         assert!(bad.is_err(), "inline keys are not a config field");
         assert!(serde_json::from_value::<NnConfig>(serde_json::json!({"gpu": true})).is_err());
+    }
+
+    /// The one unit convention: sizes and durations as strings; the old keys are refused.
+    #[test]
+    fn sizes_and_timeouts_are_strings_with_units() {
+        let c: NnConfig = serde_json::from_value(serde_json::json!({
+            "max_transfer": "1MiB",
+            "max_tensor_size": "2GiB",
+            "remote": [{"name": "llm-a", "kind": "chat", "url": "http://x", "timeout": "1500ms"}]
+        }))
+        .unwrap();
+        assert_eq!(c.max_bytes, 1 << 20);
+        assert_eq!(c.max_tensor_bytes, 2 << 30);
+        assert_eq!(c.remote[0].timeout_ms, 1500);
+        for old in [
+            serde_json::json!({"max_bytes": 1}),
+            serde_json::json!({"max_tensor_bytes": 1}),
+            serde_json::json!({"max_transfer": 1048576}),
+            serde_json::json!({"remote": [{"name": "llm-a", "kind": "chat", "url": "http://x", "timeout_ms": 1}]}),
+        ] {
+            assert!(
+                serde_json::from_value::<NnConfig>(old.clone()).is_err(),
+                "{old}"
+            );
+        }
     }
 
     #[test]

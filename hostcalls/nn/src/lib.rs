@@ -52,7 +52,7 @@
 //! A non-2xx answer is an error whose message quotes the start of the
 //! body. Errors reach the guest as wasi-nn `error` resources with a code:
 //! unknown name `not-found`; a malformed input `invalid-argument`; no answer
-//! within `timeout_ms` `timeout`; a spent quota `security`; endpoint down or
+//! within the model's `timeout` `timeout`; a spent quota `security`; endpoint down or
 //! failing `runtime-error`. None of them traps the guest or the host.
 //!
 //! ## Local models

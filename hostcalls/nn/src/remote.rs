@@ -95,7 +95,7 @@ impl Endpoint {
         }
         if m.timeout_ms == 0 {
             return Err(format!(
-                "remote model {:?}: timeout_ms must be positive",
+                "remote model {:?}: timeout must be positive",
                 m.name
             ));
         }

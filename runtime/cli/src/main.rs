@@ -7,7 +7,11 @@
 //! * `wasm-sandbox replay --workdir DIR < calls.jsonl` runs tool calls given
 //!   as JSON lines and prints the exact `tool_result` content the worker
 //!   would post, one JSON line per call.
+//! * `wasm-sandbox doctor` checks this host for what `serve` needs (user
+//!   namespaces, AppArmor, bubblewrap, a real sandbox start, Landlock,
+//!   seccomp, cgroups, ONNX Runtime, the compile cache) and says what to fix.
 
+mod doctor;
 mod replay;
 
 use clap::{Parser, Subcommand};
@@ -33,13 +37,16 @@ enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check this host for what `serve` needs; say what to fix. Exits non-zero when
+    /// `serve` cannot work here.
+    Doctor(doctor::DoctorCommand),
 }
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
-    /// Check a `serve --config` file as `serve` would (unknown keys, durations, the
-    /// `[runtime]` table) without starting anything; print the runtime configuration in
-    /// effect as TOML.
+    /// Check a config file as `serve` and `replay` would (unknown keys, units, the
+    /// `[runtime]` table; errors as FILE:LINE:COLUMN with the key) without starting anything;
+    /// print the runtime configuration in effect as TOML.
     Check {
         /// The TOML file.
         #[arg(long)]
@@ -54,8 +61,13 @@ fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             let runtime = file
                 .check()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            /// The `[runtime]` table under its own name, so the output is itself a valid file.
+            #[derive(serde::Serialize)]
+            struct Shown {
+                runtime: wasm_sandbox_runtime::RuntimeConfig,
+            }
             println!("# {}: ok; the [runtime] table in effect:", config.display());
-            print!("{}", toml::to_string(&runtime)?);
+            print!("{}", toml::to_string(&Shown { runtime })?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -66,6 +78,9 @@ fn main() -> ExitCode {
     // seccomp, limits, then exec bash): it is bind-mounted at the sandbox's
     // init path, or called as `wasm-sandbox __sandbox-init ...`.
     wasm_sandbox_native::run_as_init_if_invoked();
+    // Also the bounded compiler of `wasm-run` components (started as
+    // `wasm-sandbox-compile`, see `wasm_sandbox_runtime::compiler_main`).
+    wasm_sandbox_runtime::run_as_compiler_if_invoked();
     let mut rest = std::env::args_os().skip(1);
     if rest.next().as_deref() == Some(std::ffi::OsStr::new("__sandbox-init")) {
         wasm_sandbox_native::sandbox_init_main(rest);
@@ -79,6 +94,7 @@ fn main() -> ExitCode {
             cmd.execute()
         }
         Command::Config(cmd) => config(cmd),
+        Command::Doctor(cmd) => cmd.execute(),
     };
     match result {
         Ok(code) => code,
@@ -86,7 +102,8 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            // One JSON line when `serve` logs JSON, else `error: …`.
+            wasm_sandbox_worker::serve::report_fatal(&err);
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wasm_sandbox_runtime::{Cap, MemoryMount, Runtime, RuntimeConfig, SessionSpec, ToolCall};
+use wasm_sandbox_runtime::{
+    Cap, MemoryMount, Runtime, RuntimeConfig, SANDBOX_TOOLS, SessionSpec, ToolCall,
+};
+use wasm_sandbox_worker::proto::{ToolUse, lone_surrogate_reason, repair_lone_surrogates};
 
 /// Replays tool calls against one fresh session sandbox.
 ///
@@ -18,6 +21,10 @@ use wasm_sandbox_runtime::{Cap, MemoryMount, Runtime, RuntimeConfig, SessionSpec
 /// the worker would post. Calls to tools the worker does not own (e.g.
 /// `web_fetch`) produce no line, as the reference posts nothing for them.
 /// All calls share one session, so bash state persists between lines.
+///
+/// A line that is valid JSON text but holds a lone surrogate escape (`"\ud800"`), which a
+/// strict parser refuses, is answered as the worker answers such a call: one `is_error` line
+/// `invalid request: …`, without running anything (the input cannot be represented).
 #[derive(Args, Debug)]
 #[command(
     after_help = "Example:\n  echo '{\"id\":\"1\",\"name\":\"read\",\"input\":{\"file_path\":\"a.txt\"}}' | wasm-sandbox replay --workdir ./ws"
@@ -49,7 +56,9 @@ pub struct ReplayCommand {
     /// `AgentToolContext(env=...)`.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Runtime configuration file (TOML); unknown keys are an error.
+    /// Config file (TOML), the schema `serve --config` reads: its `[runtime]` table applies;
+    /// serve-only keys (concurrency, max_idle, …) are checked and ignored. Unknown keys are an
+    /// error.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -67,11 +76,10 @@ impl ReplayCommand {
     /// Runs the replay; exit code 1 if any input line was invalid.
     pub fn execute(self) -> Result<ExitCode> {
         let config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("failed to read {}", path.display()))?;
-                toml_config(&text).with_context(|| format!("failed to parse {}", path.display()))?
-            }
+            // One schema for every command: the same loader and checks as `serve`.
+            Some(path) => wasm_sandbox_worker::serve::FileConfig::load(path)?
+                .check()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             None => RuntimeConfig::default(),
         };
         let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +123,29 @@ impl ReplayCommand {
             let parsed: Line = match serde_json::from_str(&line) {
                 Ok(l) => l,
                 Err(e) => {
+                    // Valid JSON text with a lone surrogate escape: answer it with the error
+                    // the worker posts (never run it with a repaired input).
+                    let repaired = repair_lone_surrogates(&line).and_then(|(text, escape)| {
+                        serde_json::from_str::<Line>(&text)
+                            .ok()
+                            .map(|l| (l, escape))
+                    });
+                    if let Some((l, escape)) = repaired {
+                        let representable =
+                            !l.id.contains('\u{fffd}') && !l.name.contains('\u{fffd}');
+                        if representable && SANDBOX_TOOLS.contains(&l.name.as_str()) {
+                            let text =
+                                ToolUse::invalid_input_result(&lone_surrogate_reason(&escape));
+                            let out = json!({"id": l.id, "content": [{"type": "text", "text": text}], "is_error": true});
+                            writeln!(stdout, "{out}")?;
+                            stdout.flush()?;
+                            continue;
+                        }
+                        if representable {
+                            // A tool the worker does not own: no line, as for any such call.
+                            continue;
+                        }
+                    }
                     eprintln!(
                         "error: line {}: not a tool call ({{\"id\", \"name\", \"input\"}}): {e}",
                         n + 1
@@ -140,10 +171,6 @@ impl ReplayCommand {
     }
 }
 
-fn toml_config(text: &str) -> Result<RuntimeConfig> {
-    Ok(toml::from_str(text)?)
-}
-
 fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
     let (guest, rest) = s
         .split_once('=')
@@ -152,11 +179,14 @@ fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
         Some(h) => (h, true),
         None => (rest.strip_suffix(":rw").unwrap_or(rest), false),
     };
-    if !guest.starts_with("/mnt/memory/") || host.is_empty() {
+    if host.is_empty() {
         return Err("expected /mnt/memory/NAME=HOSTDIR[:ro]".into());
     }
+    // The one mount-path rule (`wasm_sandbox_fs::guest_path`), as the worker applies it.
+    let guest =
+        wasm_sandbox_fs::guest_path::MemoryMountPath::parse(guest).map_err(|e| e.to_string())?;
     Ok(MemoryMount {
-        guest_path: guest.to_string(),
+        guest_path: guest.into(),
         host_path: PathBuf::from(host),
         read_only,
     })

@@ -13,10 +13,10 @@
 //! file outside its mounts.
 
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use wasm_sandbox_hostcalls_nn::{WasiNnCtx, WasiNnView};
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -306,57 +306,4 @@ impl FileToolsInstance {
             .wasm_sandbox_tools_file_tools()
             .call_call(&mut self.store, request)
     }
-}
-
-/// Loads a component from `dir`'s `.cwasm` cache, compiling and writing it on
-/// a miss. `label` prefixes the file name (`file-tools`, `cmd`).
-///
-/// # Safety reasoning
-///
-/// `Component::deserialize_file` trusts its input to be wasmtime output for
-/// this engine. The file name binds the SHA-256 of the component's bytes and
-/// the engine's compatibility hash, and the directory is created 0700; the
-/// cache must not be writable by anyone but the worker's user (documented on
-/// the config key). It holds compiled code only, never session data.
-pub(crate) fn load_cached(
-    engine: &Engine,
-    dir: &Path,
-    wasm: &[u8],
-    label: &str,
-) -> Result<Component> {
-    use sha2::Digest;
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    let digest = sha2::Sha256::digest(wasm);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{label}-{hex}-{:016x}.cwasm", h.finish()));
-    if path.is_file() {
-        // SAFETY: see the function docs: only this process's user writes the cache.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache file")
-            }
-        }
-    }
-    let bytes = engine
-        .precompile_component(wasm)
-        .map_err(Error::InvalidComponent)?;
-    create_private_dir(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(Error::Io)?;
-    // SAFETY: produced just now by `precompile_component` of this engine.
-    unsafe { Component::deserialize(engine, &bytes) }.map_err(Error::InvalidComponent)
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(Error::Io)
 }

@@ -43,6 +43,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
+mod compile;
 mod config;
 mod file_tools;
 mod runtime;
@@ -50,7 +52,11 @@ mod session;
 mod tool;
 mod wasm_run;
 
-pub use config::{Cap, EngineConfig, LimitsConfig, PoolConfig, RuntimeConfig, WasmRunConfig};
+pub use compile::{COMPILER_NAME, compiler_main, run_as_compiler_if_invoked};
+pub use config::{
+    CacheDir, Cap, EngineConfig, LimitsConfig, PoolConfig, RuntimeConfig, WasmRunConfig,
+    default_cache_dir,
+};
 pub use file_tools::{CommandOutput, SessionState};
 pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
 pub use session::{

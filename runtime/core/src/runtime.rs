@@ -44,8 +44,13 @@ pub(crate) struct RuntimeInner {
     /// File identity → content hash, so a file run again is not re-read and re-hashed
     /// (see [`Runtime::command_for_file`]).
     file_hashes: Mutex<HashMap<FileKey, [u8; 32]>>,
-    /// Private directory for the sessions' `wasm-run` sockets, made on first use.
-    bridge_dir: OnceLock<std::result::Result<PathBuf, String>>,
+    /// Identities of skill files the worker installed (see [`Runtime::allow_skill_file`]).
+    skill_files: Mutex<std::collections::HashSet<FileKey>>,
+    /// Private directory for the sessions' `wasm-run` sockets, made on first use,
+    /// with the lock file that marks it as in use (see [`sweep_bridge_dirs`]).
+    bridge_dir: OnceLock<std::result::Result<(PathBuf, std::fs::File), String>>,
+    /// Compiles command components in a bounded helper process (see [`crate::compile`]).
+    compiler: crate::compile::Compiler,
     /// Started bash sandboxes waiting for a session (see [`crate::PoolConfig`]).
     pool: Mutex<Vec<Pooled>>,
     /// 1 while a task is filling the pool.
@@ -60,7 +65,19 @@ pub(crate) struct Pooled {
     pub bridge: Option<crate::wasm_run::Bridge>,
 }
 
-type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, String>>>;
+type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, CellError>>>;
+
+/// A failed compilation, shared with the callers that waited for it.
+#[derive(Clone)]
+enum CellError {
+    /// Not a valid component.
+    Invalid(String),
+    /// Anything else (limits, no helper, I/O).
+    Other(String),
+}
+
+/// Prefix of the bridge directories' names: `wasm-sandbox-run-<pid>-<nanos>`.
+const BRIDGE_DIR_PREFIX: &str = "wasm-sandbox-run-";
 
 /// What identifies a file's content without reading it: device, inode, size, mtime and
 /// ctime (nanoseconds). Every write, truncate or rename updates ctime, and ctime cannot be
@@ -90,10 +107,24 @@ impl FileKey {
 /// Most file identities remembered by [`Runtime::command_for_file`].
 const FILE_HASHES_MAX: usize = 4096;
 
+/// Compiled command components in memory: at most `wasm_run.cache_entries` and
+/// `wasm_run.cache_max_bytes` of compiled code (oldest first out).
 #[derive(Default)]
 struct CommandCache {
     cells: HashMap<[u8; 32], CommandCell>,
     order: VecDeque<[u8; 32]>,
+    /// Compiled size of the entries that finished compiling.
+    sizes: HashMap<[u8; 32], u64>,
+    total: u64,
+}
+
+impl CommandCache {
+    fn remove(&mut self, key: &[u8; 32]) {
+        self.cells.remove(key);
+        self.total = self
+            .total
+            .saturating_sub(self.sizes.remove(key).unwrap_or(0));
+    }
 }
 
 impl Drop for RuntimeInner {
@@ -103,10 +134,10 @@ impl Drop for RuntimeInner {
         for p in pooled {
             let dir = p.dir.clone();
             drop(p);
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = wasm_sandbox_fs::tree::remove_tree(&dir);
         }
-        if let Some(Ok(dir)) = self.bridge_dir.get() {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(Ok((dir, _lock))) = self.bridge_dir.get() {
+            let _ = wasm_sandbox_fs::tree::remove_tree(dir);
         }
     }
 }
@@ -122,6 +153,12 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine and compiles (or loads) the file-tools component.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        // Leftovers of earlier processes: bridge directories whose owner is gone,
+        // cache files past the cap and temp files of interrupted writes.
+        sweep_bridge_dirs(&bridge_base());
+        if let Some(dir) = config.engine.cache_dir.dir() {
+            crate::cache::sweep(dir, config.engine.cache_max_bytes, None);
+        }
         let engine = build_engine(&config)?;
         let compilations = AtomicU64::new(0);
         let component = load_component(&engine, &config, FILE_TOOLS_COMPONENT, &compilations)?;
@@ -142,8 +179,10 @@ impl Runtime {
         if let Some(problem) = &bash.report().unavailable_reason {
             tracing::warn!(reason = %problem, "the bash sandbox is unavailable; bash calls will fail");
         }
+        let compiler = crate::compile::Compiler::new(&config);
         let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
+                compiler,
                 engine,
                 tools_pre,
                 linker,
@@ -154,6 +193,7 @@ impl Runtime {
                 command_compilations: AtomicU64::new(0),
                 commands: Mutex::default(),
                 file_hashes: Mutex::default(),
+                skill_files: Mutex::default(),
                 pool: Mutex::default(),
                 pool_starting: std::sync::atomic::AtomicUsize::new(0),
                 pool_names: AtomicU64::new(0),
@@ -178,6 +218,11 @@ impl Runtime {
 
     /// Compiles a `wasi:cli/command` component once (e.g. a skill's tool)
     /// so any session can run it with [`Session::run_command`].
+    ///
+    /// This compiles **in this process**, without limits: only for bytes the
+    /// embedder trusts (its own components). Bytes a session could have written go
+    /// through [`Runtime::command_by_content`] or [`Runtime::command_for_file`],
+    /// which compile in the bounded helper process.
     pub fn load_command(&self, wasm: &[u8]) -> Result<CommandComponent> {
         self.inner
             .command_compilations
@@ -195,7 +240,10 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(Error::InvalidComponent)?;
         let pre = CommandPre::new(pre).map_err(Error::InvalidComponent)?;
-        Ok(CommandComponent { pre })
+        Ok(CommandComponent {
+            pre,
+            compiled_bytes: 0,
+        })
     }
 
     /// The compiled form of a `wasi:cli/command` component, compiled at most
@@ -208,16 +256,31 @@ impl Runtime {
     /// code only: the same bytes compile to the same code whoever supplied
     /// them, so sharing it across sessions and tenants reveals nothing but
     /// "these bytes were seen before" (timing).
+    ///
+    /// Compilation runs in the bounded helper process (see `wasm_run.compile_*`),
+    /// for at most `wasm_run.max_skill_component_bytes`; without a helper it fails.
     pub fn command_by_content(&self, wasm: &[u8]) -> Result<CommandComponent> {
         use sha2::Digest;
-        self.command_by_hash(sha2::Sha256::digest(wasm).into(), wasm)
+        let max = self.inner.config.wasm_run.max_skill_component_bytes;
+        if wasm.len() as u64 > max {
+            return Err(too_large(wasm.len() as u64, max));
+        }
+        let key: [u8; 32] = sha2::Sha256::digest(wasm).into();
+        self.command_in(key, &self.command_cell(key), wasm)
     }
 
     /// [`Runtime::command_by_content`] for an open file, skipping the read and the
     /// hash when this file (same device, inode, size, mtime and ctime) was seen
-    /// before and its compiled form is still cached. Large components (a
-    /// componentize-py one is ~18 MB) then cost a `fstat` instead of ~20 ms of
-    /// reading and hashing. At most `max_bytes` are read.
+    /// before and its compiled form is cached or being compiled (then this call
+    /// waits for that compilation). Large components (a componentize-py one is
+    /// ~18 MB) then cost a `fstat` instead of ~20 ms of reading and hashing. Other
+    /// files must be regular files of at most `max_bytes`, and at most that many
+    /// bytes are read.
+    ///
+    /// The worker precompiles installed skills with
+    /// `wasm_run.max_skill_component_bytes`; `wasm-run` passes the smaller
+    /// `wasm_run.max_component_bytes`, so a session can run the large skill files
+    /// the worker installed, unchanged, but not a large file it wrote itself.
     ///
     /// Reusing the identity is safe: the compiled code still comes from bytes
     /// that were hashed, and any change to the file changes its ctime; at worst a
@@ -230,7 +293,21 @@ impl Runtime {
         use sha2::Digest;
         use std::io::Read;
         let meta = file.metadata().map_err(Error::Io)?;
+        if !meta.is_file() {
+            return Err(Error::Sandbox("not a regular file".into()));
+        }
         let id = FileKey::of(&meta);
+        let skill = self
+            .inner
+            .skill_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id);
+        let max_bytes = if skill {
+            max_bytes.max(self.inner.config.wasm_run.max_skill_component_bytes)
+        } else {
+            max_bytes
+        };
         let known = self
             .inner
             .file_hashes
@@ -238,14 +315,11 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .copied();
-        if let Some(Ok(c)) = known.and_then(|hash| self.cached_command(&hash)) {
-            return Ok(c);
+        if let Some(cell) = known.and_then(|hash| self.existing_cell(&hash)) {
+            return cell_result(cell.wait());
         }
         if meta.len() > max_bytes {
-            return Err(Error::Sandbox(format!(
-                "component of {} bytes exceeds the limit of {max_bytes}",
-                meta.len()
-            )));
+            return Err(too_large(meta.len(), max_bytes));
         }
         let mut wasm = Vec::with_capacity(meta.len() as usize);
         file.take(max_bytes.saturating_add(1))
@@ -255,68 +329,180 @@ impl Runtime {
             return Err(Error::Sandbox("component grew past the size limit".into()));
         }
         let hash: [u8; 32] = sha2::Sha256::digest(&wasm).into();
-        let command = self.command_by_hash(hash, &wasm)?;
-        let mut ids = self
-            .inner
-            .file_hashes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if ids.len() >= FILE_HASHES_MAX {
-            ids.clear();
+        // The cell first, then the identity: a concurrent caller that finds the
+        // identity finds the cell too, and waits for this compilation.
+        let cell = self.command_cell(hash);
+        {
+            let mut ids = self
+                .inner
+                .file_hashes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if ids.len() >= FILE_HASHES_MAX {
+                ids.clear();
+            }
+            ids.insert(id, hash);
         }
-        ids.insert(id, hash);
-        Ok(command)
+        self.command_in(hash, &cell, &wasm)
     }
 
-    fn cached_command(
-        &self,
-        hash: &[u8; 32],
-    ) -> Option<std::result::Result<CommandComponent, String>> {
+    /// Marks an open file as a skill component the host installed (an `fstat`, no
+    /// read): until the file changes (same device, inode, size, mtime and ctime),
+    /// [`Runtime::command_for_file`] accepts it up to
+    /// `wasm_run.max_skill_component_bytes` whatever limit its caller passes. A
+    /// worker calls this for each installed component before it starts their
+    /// precompilation in the background, so a `wasm-run` that comes first is not
+    /// refused by the smaller limit for session files. Only for files the host
+    /// wrote itself: a session that changes such a file changes its ctime, which
+    /// it cannot set back.
+    pub fn allow_skill_file(&self, file: &std::fs::File) -> Result<()> {
+        let meta = file.metadata().map_err(Error::Io)?;
+        if !meta.is_file() {
+            return Err(Error::Sandbox("not a regular file".into()));
+        }
+        let mut skills = self
+            .inner
+            .skill_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if skills.len() >= FILE_HASHES_MAX {
+            skills.clear();
+        }
+        skills.insert(FileKey::of(&meta));
+        Ok(())
+    }
+
+    fn existing_cell(&self, hash: &[u8; 32]) -> Option<CommandCell> {
         let cache = self
             .inner
             .commands
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        cache.cells.get(hash).and_then(|c| c.get().cloned())
+        cache.cells.get(hash).cloned()
     }
 
-    fn command_by_hash(&self, key: [u8; 32], wasm: &[u8]) -> Result<CommandComponent> {
-        let cell = {
+    /// The cache cell for `key`, made (and older entries evicted) if absent.
+    fn command_cell(&self, key: [u8; 32]) -> CommandCell {
+        let mut cache = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(cell) = cache.cells.get(&key) {
+            return cell.clone();
+        }
+        let cap = self.inner.config.wasm_run.cache_entries.max(1);
+        while cache.order.len() >= cap {
+            if let Some(old) = cache.order.pop_front() {
+                cache.remove(&old);
+            }
+        }
+        let cell = CommandCell::default();
+        cache.cells.insert(key, cell.clone());
+        cache.order.push_back(key);
+        cell
+    }
+
+    /// Compiles into `cell` unless done or under way (then waits for it).
+    fn command_in(
+        &self,
+        key: [u8; 32],
+        cell: &CommandCell,
+        wasm: &[u8],
+    ) -> Result<CommandComponent> {
+        let result = cell.get_or_init(|| {
+            // A panic would leave the cell empty and its waiters blocked forever.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.compile_command(wasm)
+            })) {
+                Ok(Ok(command)) => {
+                    self.account(key, command.compiled_bytes);
+                    Ok(command)
+                }
+                Ok(Err(Error::InvalidComponent(e))) => Err(CellError::Invalid(format!("{e:#}"))),
+                Ok(Err(Error::Sandbox(msg))) => Err(CellError::Other(msg)),
+                Ok(Err(e)) => Err(CellError::Other(e.to_string())),
+                Err(_) => Err(CellError::Other("the compilation panicked".into())),
+            }
+        });
+        if result.is_err() {
+            // Not kept: a failure may be transient (all compile slots busy, a
+            // timeout under load), and the same bytes may be tried again.
             let mut cache = self
                 .inner
                 .commands
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some(cell) = cache.cells.get(&key) {
-                cell.clone()
-            } else {
-                let cap = self.inner.config.wasm_run.cache_entries.max(1);
-                while cache.order.len() >= cap {
-                    if let Some(old) = cache.order.pop_front() {
-                        cache.cells.remove(&old);
-                    }
-                }
-                let cell = CommandCell::default();
-                cache.cells.insert(key, cell.clone());
-                cache.order.push_back(key);
-                cell
+            if cache.cells.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+                cache.remove(&key);
+                cache.order.retain(|k| *k != key);
             }
-        };
-        cell.get_or_init(|| self.compile_command(wasm).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(|msg| Error::InvalidComponent(wasmtime::format_err!("{msg}")))
+        }
+        cell_result(result)
     }
 
+    /// Records an entry's compiled size and evicts the oldest finished entries
+    /// while the total is over `wasm_run.cache_max_bytes`.
+    fn account(&self, key: [u8; 32], bytes: u64) {
+        let cap = self.inner.config.wasm_run.cache_max_bytes;
+        let mut cache = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !cache.cells.contains_key(&key) {
+            return;
+        }
+        if cache.sizes.insert(key, bytes).is_none() {
+            cache.total = cache.total.saturating_add(bytes);
+        }
+        while cache.total > cap {
+            let Some(pos) = cache
+                .order
+                .iter()
+                .position(|k| *k != key && cache.sizes.contains_key(k))
+            else {
+                break;
+            };
+            if let Some(old) = cache.order.remove(pos) {
+                cache.remove(&old);
+            }
+        }
+    }
+
+    /// Compiles in the bounded helper process (see [`crate::compile`]), through
+    /// the disk cache when there is one.
     fn compile_command(&self, wasm: &[u8]) -> Result<CommandComponent> {
         self.inner
             .command_compilations
             .fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let component = match &self.inner.config.engine.cache_dir {
-            Some(dir) => file_tools::load_cached(&self.inner.engine, dir, wasm, "cmd")?,
-            None => Component::new(&self.inner.engine, wasm).map_err(Error::InvalidComponent)?,
+        let inner = &self.inner;
+        let compile = |wasm: &[u8]| inner.compiler.compile(wasm);
+        let (component, compiled_bytes) = match inner.config.engine.cache_dir.dir() {
+            Some(dir) => {
+                let loaded = crate::cache::load_cached(
+                    &inner.engine,
+                    dir,
+                    inner.config.engine.cache_max_bytes,
+                    wasm,
+                    "cmd",
+                    compile,
+                )?;
+                (loaded.component, loaded.compiled_bytes)
+            }
+            None => {
+                let bytes = compile(wasm)?;
+                // SAFETY: `precompile_component` output of this engine's
+                // configuration from our own helper, over a private pipe;
+                // `deserialize` also checks the engine compatibility header.
+                let component = unsafe { Component::deserialize(&inner.engine, &bytes) }
+                    .map_err(Error::InvalidComponent)?;
+                (component, bytes.len() as u64)
+            }
         };
-        let command = self.command_pre(&component)?;
+        let mut command = self.command_pre(&component)?;
+        command.compiled_bytes = compiled_bytes;
         tracing::debug!(
             bytes = wasm.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -328,6 +514,9 @@ impl Runtime {
     /// The private directory holding the sessions' bridge sockets (0700, made
     /// once, removed with the runtime; under `/dev/shm` when present, else the
     /// temp dir). Short on purpose: a unix socket path must fit in 108 bytes.
+    ///
+    /// Its `lock` file is `flock`ed for the runtime's life, which is how a later
+    /// process knows the directory is still in use (see [`sweep_bridge_dirs`]).
     pub(crate) fn bridge_dir(&self) -> Result<PathBuf> {
         self.inner
             .bridge_dir
@@ -337,16 +526,8 @@ impl Runtime {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.subsec_nanos())
                     .unwrap_or(0);
-                // tmpfs when there is one: a socket is an inode created and removed
-                // per session, which costs ~100 µs each on a busy disk and ~5 µs there.
-                let shm = std::path::Path::new("/dev/shm");
-                let base = if shm.is_dir() {
-                    shm.to_path_buf()
-                } else {
-                    std::env::temp_dir()
-                };
-                let dir = base.join(format!(
-                    "wasm-sandbox-run-{}-{nanos:08x}",
+                let dir = bridge_base().join(format!(
+                    "{BRIDGE_DIR_PREFIX}{}-{nanos:08x}",
                     std::process::id()
                 ));
                 // `create` (not recursive) fails if the name exists: nobody can
@@ -354,11 +535,16 @@ impl Runtime {
                 std::fs::DirBuilder::new()
                     .mode(0o700)
                     .create(&dir)
-                    .map(|()| dir)
+                    .and_then(|()| {
+                        let lock = std::fs::File::create_new(dir.join("lock"))?;
+                        lock_exclusive(&lock, false)?;
+                        Ok((dir, lock))
+                    })
                     .map_err(|e| format!("cannot create the wasm-run socket directory: {e}"))
             })
-            .clone()
-            .map_err(Error::Sandbox)
+            .as_ref()
+            .map(|(dir, _)| dir.clone())
+            .map_err(|e| Error::Sandbox(e.clone()))
     }
 
     /// Starts pooled bash sandboxes in the background, one after another, until
@@ -441,7 +627,7 @@ impl Runtime {
         };
         let mut bash = wasm_sandbox_native::BashSession::new(self.inner.bash.clone(), spec);
         if let Err(e) = bash.prestart().await {
-            let _ = std::fs::remove_dir_all(&root);
+            let _ = wasm_sandbox_fs::tree::remove_tree(&root);
             return Err(Error::Sandbox(e.to_string()));
         }
         self.inner
@@ -463,7 +649,7 @@ impl Runtime {
             if p.bash.is_running() {
                 return Some(p);
             }
-            let _ = std::fs::remove_dir_all(&p.dir);
+            let _ = wasm_sandbox_fs::tree::remove_tree(&p.dir);
         }
         None
     }
@@ -511,9 +697,11 @@ impl Runtime {
 #[derive(Clone)]
 pub struct CommandComponent {
     pub(crate) pre: CommandPre<SessionState>,
+    /// Size of the compiled form (for the in-memory cache's byte cap).
+    pub(crate) compiled_bytes: u64,
 }
 
-fn build_engine(config: &RuntimeConfig) -> Result<Engine> {
+pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine> {
     let mut cfg = Config::new();
     // Deadlines: a tool call that runs past its budget traps at the next
     // epoch check instead of hanging a worker thread.
@@ -543,10 +731,142 @@ fn load_component(
     compilations: &AtomicU64,
 ) -> Result<Component> {
     compilations.fetch_add(1, Ordering::Relaxed);
-    if let Some(dir) = &config.engine.cache_dir {
-        return file_tools::load_cached(engine, dir, wasm, "file-tools");
+    // Compiling takes seconds: say so before, and how long after, so a start-up is never
+    // silent (the cache makes the next start load it in milliseconds).
+    let announce = |cached: bool| {
+        tracing::info!(
+            "compiling the file-tools component ({})…",
+            if cached {
+                "first start with this compile cache; cached afterwards"
+            } else {
+                "no compile cache: every start compiles"
+            }
+        );
+        std::time::Instant::now()
+    };
+    let done = |started: std::time::Instant| {
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "file-tools component compiled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    };
+    if let Some(dir) = config.engine.cache_dir.dir() {
+        // The file-tools component is ours (embedded at build time): compiled in
+        // this process.
+        let compile = |wasm: &[u8]| {
+            let started = announce(true);
+            let out = engine
+                .precompile_component(wasm)
+                .map_err(Error::InvalidComponent);
+            done(started);
+            out
+        };
+        return crate::cache::load_cached(
+            engine,
+            dir,
+            config.engine.cache_max_bytes,
+            wasm,
+            "file-tools",
+            compile,
+        )
+        .map(|l| l.component);
     }
-    Component::new(engine, wasm).map_err(Error::InvalidComponent)
+    let started = announce(false);
+    let out = Component::new(engine, wasm).map_err(Error::InvalidComponent);
+    done(started);
+    out
+}
+
+/// `Err` of a shared compilation, as this crate's error.
+fn cell_result(
+    result: &std::result::Result<CommandComponent, CellError>,
+) -> Result<CommandComponent> {
+    result.clone().map_err(|e| match e {
+        CellError::Invalid(msg) => Error::InvalidComponent(wasmtime::format_err!("{msg}")),
+        CellError::Other(msg) => Error::Sandbox(msg),
+    })
+}
+
+fn too_large(len: u64, max: u64) -> Error {
+    Error::Sandbox(format!(
+        "component of {len} bytes exceeds the limit of {max}"
+    ))
+}
+
+/// Where bridge directories go: tmpfs when there is one (a socket is an inode
+/// created and removed per session, which costs ~100 µs each on a busy disk and
+/// ~5 µs there), else the temp dir.
+fn bridge_base() -> PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// `flock(LOCK_EX)`, without waiting when `nonblocking`.
+fn lock_exclusive(file: &std::fs::File, nonblocking: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = if nonblocking {
+        libc::LOCK_EX | libc::LOCK_NB
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: an open descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes the bridge directories under `base` that a runtime left behind when
+/// its process died (a crash or `SIGKILL` skips `Drop`): those named
+/// `wasm-sandbox-run-<pid>-…`, owned by this user, not links, whose `<pid>` is not
+/// a live process **and** whose `lock` is not held. The pid check covers the
+/// moment between a directory's creation and its lock; the lock covers a pid that
+/// is dead here but alive elsewhere (another pid namespace sharing `/dev/shm`). A
+/// reused pid only delays the sweep. Returns how many were removed.
+pub(crate) fn sweep_bridge_dirs(base: &std::path::Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(BRIDGE_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let free = match std::fs::File::open(dir.join("lock")) {
+            Ok(lock) => lock_exclusive(&lock, true).is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if free && std::fs::remove_dir_all(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed a stale wasm-run bridge directory");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn spawn_epoch_ticker(engine: &Engine, tick_ms: u64) -> Result<()> {
@@ -568,4 +888,49 @@ fn spawn_epoch_ticker(engine: &Engine, tick_ms: u64) -> Result<()> {
         // Without the ticker no deadline could fire: refuse to run rather than
         // run without timeouts.
         .map_err(Error::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_only_abandoned_bridge_dirs_of_this_product() {
+        let base = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: &str, lock: bool| {
+            let d = base.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("0.sock"), "").unwrap();
+            if lock {
+                std::fs::write(d.join("lock"), "").unwrap();
+            }
+            d
+        };
+        let abandoned = make(&format!("{BRIDGE_DIR_PREFIX}{dead}-0a"), true);
+        let old_style = make(&format!("{BRIDGE_DIR_PREFIX}{dead}-0b"), false);
+        let locked = make(&format!("{BRIDGE_DIR_PREFIX}{dead}-0c"), true);
+        let alive = make(
+            &format!("{BRIDGE_DIR_PREFIX}{}-0d", std::process::id()),
+            true,
+        );
+        let foreign = make(&format!("other-{dead}-0e"), false);
+        let file = base.path().join(format!("{BRIDGE_DIR_PREFIX}{dead}-0f"));
+        std::fs::write(&file, "").unwrap();
+        let link = base.path().join(format!("{BRIDGE_DIR_PREFIX}{dead}-0g"));
+        std::os::unix::fs::symlink(&foreign, &link).unwrap();
+        let held = std::fs::File::open(locked.join("lock")).unwrap();
+        lock_exclusive(&held, false).unwrap();
+
+        assert_eq!(sweep_bridge_dirs(base.path()), 2);
+        assert!(!abandoned.exists() && !old_style.exists());
+        assert!(locked.exists() && alive.exists() && foreign.exists());
+        assert!(file.exists() && link.symlink_metadata().is_ok());
+        assert!(foreign.join("0.sock").exists(), "a link is not followed");
+        drop(held);
+        assert_eq!(sweep_bridge_dirs(base.path()), 1, "once its lock is free");
+        assert!(!locked.exists());
+    }
 }

@@ -75,6 +75,25 @@ impl SessionSpec {
 }
 
 /// A live session sandbox. `Send + Sync`; tool calls are serialised.
+///
+/// # A call that never returns
+///
+/// A file-tool call runs guest code on a blocking thread; the epoch deadline stops
+/// guest code, but not a host call the guest is blocked in (say `open()` of a FIFO
+/// swapped in under it). Such a call is answered `timed out` at the outer deadline,
+/// and the session stays usable in bounded ways:
+/// * later file-tool calls while it is still stuck are answered at once with
+///   `a previous call is still running`, without taking another thread (the instance
+///   is never waited for), so one session pins **at most one** blocking thread for
+///   file tools, whatever it sends;
+/// * [`Session::close`] never waits for it: it cancels the call in flight (bash or
+///   file tool), and drops the instance only if it is free; a stuck thread drops it
+///   when (if ever) its host call returns.
+///
+/// Counting `wasm-run` too, a hostile session holds at most
+/// `1 + wasm_run.max_concurrent_per_session` blocking threads, and the `wasm-run`
+/// ones always end (non-blocking opens, socket I/O that polls for cancellation,
+/// compilation in a helper process with a wall-clock limit).
 pub struct Session {
     id: String,
     workspace: PathBuf,
@@ -85,8 +104,13 @@ pub struct Session {
     /// The session's wasi-nn state (quotas count per session, not per store).
     nn: Arc<NnSession>,
     /// The file-tools instance; `None` after a trap until the next call
-    /// re-instantiates it.
+    /// re-instantiates it. Only ever `try_lock`ed: never waited for.
     files: Arc<Mutex<Option<FileToolsInstance>>>,
+    /// Set while a blocking thread runs a file-tool call (cleared when it ends,
+    /// even if that is long after the call was answered `timed out`).
+    files_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Becomes `true` when [`Session::close`] starts: calls in flight stop waiting.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Serialises tool calls, as the reference's single dispatch loop does.
     call_lock: tokio::sync::Mutex<()>,
     /// Set by [`Session::close`] (under the bash lock): a prestart that runs
@@ -132,7 +156,7 @@ impl Session {
                         tracing::warn!(error = %e, "could not adopt a pooled sandbox; starting a fresh one");
                         let dir = p.dir.clone();
                         drop(p);
-                        let _ = std::fs::remove_dir_all(dir);
+                        let _ = wasm_sandbox_fs::tree::remove_tree(&dir);
                         None
                     }
                 }
@@ -157,8 +181,8 @@ impl Session {
                 read_only: false,
             },
         ];
+        validate_memory_path(&spec.memory_stores)?;
         for m in &spec.memory_stores {
-            validate_memory_path(&m.guest_path)?;
             preopens.push(Preopen {
                 host: m.host_path.clone(),
                 guest: m.guest_path.clone(),
@@ -222,6 +246,8 @@ impl Session {
             nn,
             tool_config: tool_config.into(),
             files: Arc::new(Mutex::new(Some(instance))),
+            files_busy: Arc::default(),
+            closing: tokio::sync::watch::Sender::new(false),
             call_lock: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
             bash: tokio::sync::Mutex::new(bash),
@@ -250,6 +276,21 @@ impl Session {
     /// [`SANDBOX_TOOLS`](crate::SANDBOX_TOOLS): the reference posts nothing
     /// for those, leaving them to whichever client owns them.
     pub async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
+        if !FILE_TOOLS.contains(&call.name.as_str()) && call.name != "bash" {
+            return None;
+        }
+        // Closing cancels the call: it must not wait for a call that may never end.
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            result = self.call_tool_serial(call) => result,
+            _ = closing.wait_for(|closed| *closed) => Some(ToolResult::error(format!(
+                "tool '{}' failed: the session was closed",
+                call.name
+            ))),
+        }
+    }
+
+    async fn call_tool_serial(&self, call: &ToolCall) -> Option<ToolResult> {
         let _serial = self.call_lock.lock().await;
         if FILE_TOOLS.contains(&call.name.as_str()) {
             return Some(self.call_file_tool(call).await);
@@ -306,6 +347,13 @@ impl Session {
     }
 
     async fn call_file_tool(&self, call: &ToolCall) -> ToolResult {
+        use std::sync::atomic::Ordering;
+        // A call still stuck on its blocking thread keeps the flag: answer now
+        // rather than park a second thread behind it.
+        if self.files_busy.swap(true, Ordering::AcqRel) {
+            return still_running(&call.name);
+        }
+        let busy = BusyGuard(self.files_busy.clone());
         let request = request_json(&call.name, &call.input, &self.tool_config);
         let files = self.files.clone();
         let preopens = self.preopens.clone();
@@ -313,6 +361,7 @@ impl Session {
         let nn = self.nn.clone();
         let name = call.name.clone();
         let task = tokio::task::spawn_blocking(move || {
+            let _busy = busy;
             run_blocking(&runtime, &files, &preopens, &nn, &name, &request)
         });
         // The epoch deadline interrupts guest code, not a host call the guest
@@ -333,7 +382,8 @@ impl Session {
 
     /// Runs a file-tool call on the current thread (for embedders without
     /// an async runtime, and benchmarks). Not serialised with
-    /// [`Session::call_tool`] beyond the instance lock.
+    /// [`Session::call_tool`] beyond the instance lock: while another call holds
+    /// the instance this one is answered `a previous call is still running`.
     pub fn call_file_tool_blocking(&self, call: &ToolCall) -> Option<ToolResult> {
         if !FILE_TOOLS.contains(&call.name.as_str()) {
             return None;
@@ -377,9 +427,12 @@ impl Session {
         )
     }
 
-    /// Ends the session: kills the shell and every process of its sandbox,
-    /// and drops the component instance. Directories are left for the caller.
+    /// Ends the session: cancels the call in flight, kills the shell and every
+    /// process of its sandbox, and drops the component instance (unless a stuck
+    /// call holds it; that thread drops it when it returns). Directories are left
+    /// for the caller. Never blocks a thread and never waits for a guest call.
     pub async fn close(&self) {
+        self.closing.send_replace(true);
         let _serial = self.call_lock.lock().await;
         let mut bash = self.bash.lock().await;
         self.closed
@@ -388,10 +441,27 @@ impl Session {
         if let Some(bridge) = &self.bridge {
             bridge.close();
         }
-        if let Ok(mut g) = self.files.lock() {
+        // `try_lock`: a std mutex must not be waited for on an async thread, and
+        // its holder may be a call blocked in a host call forever.
+        if let Ok(mut g) = self.files.try_lock() {
             g.take();
         }
     }
+}
+
+/// Clears a session's `files_busy` flag when the blocking call ends.
+struct BusyGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn still_running(name: &str) -> ToolResult {
+    ToolResult::error(format!(
+        "tool '{name}' failed: a previous call is still running"
+    ))
 }
 
 fn run_blocking(
@@ -403,8 +473,12 @@ fn run_blocking(
     request: &str,
 ) -> ToolResult {
     let inner = &runtime.inner;
-    let Ok(mut guard) = files.lock() else {
-        return ToolResult::error(format!("tool '{name}' failed: session state poisoned"));
+    let mut guard = match files.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::WouldBlock) => return still_running(name),
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            return ToolResult::error(format!("tool '{name}' failed: session state poisoned"));
+        }
     };
     if guard.is_none() {
         match FileToolsInstance::new(
@@ -434,7 +508,8 @@ fn run_blocking(
                     ToolResult::error(format!("tool '{name}' timed out"))
                 }
                 _ => {
-                    tracing::warn!(tool = name, error = ?err, "file-tools component trapped");
+                    tracing::warn!(tool = name, error = %crate::wasm_run::Escaped(&format!("{err:#}")),
+                        "file-tools component trapped");
                     ToolResult::error(format!("tool '{name}' failed: {err}"))
                 }
             }
@@ -495,22 +570,15 @@ fn tool_config_json(spec: &SessionSpec) -> String {
     Value::Object(obj).to_string()
 }
 
-/// A memory store's mount path must be absolute under `/mnt/memory/`, with
-/// no `.`/`..` components (the reference raises `SessionMemoryError`
-/// otherwise); anything else could shadow `/workspace` or another mount.
-fn validate_memory_path(p: &str) -> Result<()> {
-    let ok = p.starts_with(MEMORY_GUEST_PARENT)
-        && p.len() > MEMORY_GUEST_PARENT.len()
-        && p[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "memory store mount path {p:?} must be /mnt/memory/<name>"
-        )))
-    }
+/// Memory stores' guest paths must follow the one mount-path rule
+/// ([`wasm_sandbox_fs::guest_path`]): canonical, strictly below `/mnt/memory/` (nested
+/// allowed), no `..`, and no store at or inside another. Anything else could shadow
+/// `/workspace` or another mount in the file tools' preopens, or make the preopen lookup
+/// ambiguous; the worker resolves paths with the same rule, so what it sends always passes.
+fn validate_memory_path(stores: &[MemoryMount]) -> Result<()> {
+    wasm_sandbox_fs::guest_path::check_mounts(stores.iter().map(|m| m.guest_path.as_str()))
+        .map(drop)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 #[cfg(test)]
@@ -519,8 +587,19 @@ mod tests {
 
     #[test]
     fn memory_paths() {
-        assert!(validate_memory_path("/mnt/memory/notes").is_ok());
-        assert!(validate_memory_path("/mnt/memory/a/b").is_ok());
+        let mounts = |paths: &[&str]| -> Vec<MemoryMount> {
+            paths
+                .iter()
+                .map(|p| MemoryMount {
+                    guest_path: (*p).to_owned(),
+                    host_path: "/nonexistent".into(),
+                    read_only: false,
+                })
+                .collect()
+        };
+        let check = |paths: &[&str]| validate_memory_path(&mounts(paths));
+        assert!(check(&["/mnt/memory/notes"]).is_ok());
+        assert!(check(&["/mnt/memory/a/b", "/mnt/memory/a/c"]).is_ok());
         for bad in [
             "/mnt/memory/",
             "/mnt/memory/../x",
@@ -528,9 +607,18 @@ mod tests {
             "mnt/memory/x",
             "/mnt/memory/a//b",
             "/mnt/memory/.",
+            "/mnt/memoryx/a",
         ] {
-            assert!(validate_memory_path(bad).is_err(), "{bad}");
+            assert!(check(&[bad]).is_err(), "{bad}");
         }
+        let err = check(&["/mnt/memory/a", "/mnt/memory/a/b"]).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+        // The same words as every other layer (the shared rule's message).
+        let err = check(&["/etc/x"]).unwrap_err().to_string();
+        let shared = wasm_sandbox_fs::guest_path::MemoryMountPath::parse("/etc/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&shared), "{err}");
     }
 
     #[test]

@@ -24,10 +24,24 @@
 //!   shim goes away (bash timed out, the agent pressed Ctrl-C) or
 //!   `wasm_run.max_run_seconds` passes. Socket I/O uses short timeouts and rechecks
 //!   the same conditions, so no worker thread blocks on the sandbox.
+//! * **Which kind of file**: the component is opened with `O_NONBLOCK`, so naming a
+//!   FIFO (or a device) cannot park a worker thread in `open()` waiting for a
+//!   writer; then `fstat` on the open descriptor must say "regular file" within
+//!   the size cap, and at most cap + 1 bytes are read. Checking the descriptor,
+//!   not the path, leaves no window for a swap between check and read.
 //! * **How much**: frames are capped ([`proto::MAX_FRAME`]), the component file by
-//!   `wasm_run.max_component_bytes`, memory by `limits.memory_bytes`, and a session
-//!   runs at most `wasm_run.max_concurrent_per_session` components at once.
-//! * **The compile cache** is keyed by content and holds compiled code only.
+//!   `wasm_run.max_component_bytes` (8 MiB; an installed skill's unchanged file by
+//!   `wasm_run.max_skill_component_bytes`), memory by `limits.memory_bytes`, and a
+//!   session runs at most `wasm_run.max_concurrent_per_session` components at once.
+//! * **Compiling it**: the bytes are hostile input to the compiler, so they are
+//!   compiled in a separate process with memory, CPU, wall-clock, output and
+//!   concurrency limits (see the `compile` module), never inside the worker.
+//! * **The compile cache** is keyed by content and holds compiled code only; it is
+//!   bounded in memory (`wasm_run.cache_entries`, `wasm_run.cache_max_bytes`) and on
+//!   disk (`engine.cache_max_bytes`).
+//! * **Logs**: every string that comes from the sandbox (argv, paths, error text
+//!   that quotes them) is logged through [`Escaped`], so control characters
+//!   cannot forge or split log lines in the text format.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -299,16 +313,16 @@ fn serve(ctx: &RunContext, sock: UnixStream, closed: Arc<AtomicBool>) {
     let started = Instant::now();
     match run(ctx, &conn, request) {
         Ok(code) => {
-            tracing::debug!(session = %ctx.session_id, component = %name, exit_code = code,
+            tracing::debug!(session = %ctx.session_id, component = %Escaped(&name), exit_code = code,
                 elapsed_ms = started.elapsed().as_millis() as u64, "wasm-run finished");
             let _ = conn.send(proto::TAG_EXIT, &code.to_le_bytes());
         }
         Err(RunError::Fail(msg)) => {
-            tracing::info!(session = %ctx.session_id, component = %name, error = %msg, "wasm-run refused");
+            tracing::info!(session = %ctx.session_id, component = %Escaped(&name), error = %Escaped(&msg), "wasm-run refused");
             let _ = conn.send(proto::TAG_FAIL, msg.as_bytes());
         }
         Err(RunError::Trap(msg)) => {
-            tracing::info!(session = %ctx.session_id, component = %name, error = %msg, "wasm-run trapped");
+            tracing::info!(session = %ctx.session_id, component = %Escaped(&name), error = %Escaped(&msg), "wasm-run trapped");
             let _ = conn.send(
                 proto::TAG_STDERR,
                 format!("wasm-run: {name}: {msg}\n").as_bytes(),
@@ -461,13 +475,19 @@ fn open_dir(t: &Target) -> io::Result<cap_std::fs::Dir> {
 }
 
 /// Opens the component file through the preopen's directory (never following a
-/// link out of it) and checks it is a regular WebAssembly file.
+/// link out of it) without blocking, and checks it is a regular WebAssembly file.
 fn open_component(t: &Target) -> io::Result<std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
     use std::os::unix::fs::FileExt;
     if t.rel.is_empty() {
         return Err(io::Error::other("is a directory"));
     }
-    let file = open_root(t)?.open(&t.rel)?.into_std();
+    // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, forever
+    // if the sandbox never opens one. It changes nothing for a regular file's reads.
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true).custom_flags(libc::O_NONBLOCK);
+    let file = open_root(t)?.open_with(&t.rel, &options)?.into_std();
+    // fstat of the descriptor we will read, not of the path: no swap in between.
     if !file.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
@@ -476,6 +496,17 @@ fn open_component(t: &Target) -> io::Result<std::fs::File> {
         return Err(io::Error::other("not a WebAssembly file"));
     }
     Ok(file)
+}
+
+/// A string from the sandbox, for logs: printed with control characters, quotes and
+/// backslashes escaped (`\n`, `\u{1b}`, …), so it stays on its own line and inside
+/// its field whatever it holds.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0.escape_debug(), f)
+    }
 }
 
 /// stdin: each read asks the shim for at most `size` bytes of its stdin.
@@ -603,5 +634,24 @@ mod tests {
         assert!(resolve(&p, "/tmp", "x.wasm").is_err());
         assert!(resolve(&p, "/", "workspacex/a.wasm").is_err());
         assert_eq!(resolve(&p, "/workspace", ".").unwrap().rel, "");
+    }
+
+    #[test]
+    fn logged_guest_strings_cannot_forge_lines() {
+        let forged = "x.wasm\n2026-01-01T00:00:00Z  INFO forged: admin logged in\r\u{1b}[2K\u{0}\u{7f}\u{2028}";
+        let shown = Escaped(forged).to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown,
+            "x.wasm\\n2026-01-01T00:00:00Z  INFO forged: admin logged in\\r\\u{1b}[2K\\0\\u{7f}\\u{2028}"
+        );
+        // Plain names are shown as they are.
+        assert_eq!(
+            Escaped("skills/wc/wc.wasm").to_string(),
+            "skills/wc/wc.wasm"
+        );
     }
 }

@@ -22,20 +22,35 @@ pub struct BashConfig {
     pub init_args: Vec<String>,
     /// Memory cap for the whole sandbox (cgroup v1 `memory.limit_in_bytes`; without
     /// a memory cgroup, `RLIMIT_AS` per process). Default: 2 GiB. `None` = no cap.
+    /// File key `memory_limit = "2GiB"`, or `"unlimited"` for `None`.
+    #[serde(
+        rename = "memory_limit",
+        with = "wasm_sandbox_units::size_or_unlimited"
+    )]
     pub memory_limit_bytes: Option<u64>,
     /// Process/thread cap for the whole sandbox (cgroup v1 `pids.max`; without a
     /// pids cgroup, `RLIMIT_NPROC`, which the kernel counts per user namespace).
-    /// Default: 512. `None` = no cap.
+    /// Default: 512. `None` = no cap (`pids_limit = "unlimited"` in the file).
+    #[serde(with = "wasm_sandbox_units::count_or_unlimited")]
     pub pids_limit: Option<u64>,
-    /// Size of the private tmpfs at `/tmp`. Default: 256 MiB.
+    /// Size of the private tmpfs at `/tmp`. Default: 256 MiB (`tmp_size = "256MiB"`).
+    #[serde(rename = "tmp_size", with = "wasm_sandbox_units::size")]
     pub tmp_size_bytes: u64,
-    /// Size of the private tmpfs at `/dev/shm`. Default: 64 MiB.
+    /// Size of the private tmpfs at `/dev/shm`. Default: 64 MiB (`shm_size = "64MiB"`).
+    #[serde(rename = "shm_size", with = "wasm_sandbox_units::size")]
     pub shm_size_bytes: u64,
     /// `RLIMIT_FSIZE`: the largest file any sandboxed process may write, anywhere
     /// (the workspace has no total quota; see the `sandbox` module docs).
-    /// Default: 1 GiB. `None` = unlimited.
+    /// Default: 1 GiB. `None` = unlimited. File key `max_file_size = "1GiB"`, or
+    /// `"unlimited"`.
+    #[serde(
+        rename = "max_file_size",
+        with = "wasm_sandbox_units::size_or_unlimited"
+    )]
     pub max_file_size_bytes: Option<u64>,
-    /// `RLIMIT_NOFILE` for sandboxed processes. Default: 4096.
+    /// `RLIMIT_NOFILE` for sandboxed processes. Default: 4096. `None` = the worker's own
+    /// limit (`max_open_files = "unlimited"` in the file).
+    #[serde(with = "wasm_sandbox_units::count_or_unlimited")]
     pub max_open_files: Option<u64>,
     /// Put each sandbox in its own cgroup v1 memory/pids cgroup (created under this
     /// process's own cgroup) when the host allows it. Default: true.
@@ -65,7 +80,9 @@ pub struct BashConfig {
     /// Variables set when a session gives no explicit environment (after
     /// `env_allow`). Default: `PATH` (standard dirs) and `HOME=/workspace`.
     pub env_set: BTreeMap<String, String>,
-    /// How long the sandbox may take to come up. Default: 10 000 ms.
+    /// How long the sandbox may take to come up, in milliseconds. Default: 10 000 ms
+    /// (`startup_timeout = "10s"` in the file).
+    #[serde(rename = "startup_timeout", with = "wasm_sandbox_units::duration_ms")]
     pub startup_timeout_ms: u64,
     /// DANGER: when the sandbox cannot be set up, run bash directly on the host
     /// (like the reference SDK) instead of failing closed. Default: false.
@@ -155,8 +172,36 @@ mod tests {
         let c: BashConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, BashConfig::default());
         assert!(serde_json::from_str::<BashConfig>(r#"{"networking": true}"#).is_err());
-        let c: BashConfig = serde_json::from_str(r#"{"pids_limit": null}"#).unwrap();
+        let c: BashConfig = serde_json::from_str(r#"{"pids_limit": "unlimited"}"#).unwrap();
         assert_eq!(c.pids_limit, None);
         assert!(!c.etc_files.iter().any(|p| p.ends_with("shadow")));
+    }
+
+    /// Sizes and durations are strings with units; `"unlimited"` is the written form of the
+    /// documented "no cap" (`None`), which a TOML file could not express before.
+    #[test]
+    fn units_and_unlimited() {
+        let c: BashConfig = serde_json::from_str(
+            r#"{"memory_limit": "unlimited", "max_file_size": "unlimited", "pids_limit": "unlimited",
+                "max_open_files": 1024, "tmp_size": "1GiB", "shm_size": "8MiB", "startup_timeout": "2s"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.memory_limit_bytes, None);
+        assert_eq!(c.max_file_size_bytes, None);
+        assert_eq!(c.pids_limit, None);
+        assert_eq!(c.max_open_files, Some(1024));
+        assert_eq!(c.tmp_size_bytes, 1 << 30);
+        assert_eq!(c.shm_size_bytes, 8 << 20);
+        assert_eq!(c.startup_timeout_ms, 2000);
+        let c: BashConfig = serde_json::from_str(r#"{"memory_limit": "512MiB"}"#).unwrap();
+        assert_eq!(c.memory_limit_bytes, Some(512 << 20));
+        // The old keys and bare numbers are refused.
+        assert!(serde_json::from_str::<BashConfig>(r#"{"memory_limit_bytes": 1}"#).is_err());
+        assert!(serde_json::from_str::<BashConfig>(r#"{"memory_limit": 1}"#).is_err());
+        assert!(serde_json::from_str::<BashConfig>(r#"{"startup_timeout": 10}"#).is_err());
+        // Serialised back, the same strings.
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["memory_limit"], "512MiB");
+        assert_eq!(v["startup_timeout"], "10s");
     }
 }

@@ -11,20 +11,43 @@
 //! 2. lowers resource limits (`RLIMIT_CORE` 0 and the configured `AS`, `NPROC`,
 //!    `FSIZE`, `NOFILE` fallbacks);
 //! 3. enters a Landlock domain: read+execute beneath the read-only mounts, full
-//!    access beneath the writable ones, device-file access in `/dev`, no TCP
-//!    bind/connect when networking is off, and (ABI ≥ 6) no signals or abstract
-//!    unix-socket connections to anything outside the domain;
+//!    access beneath the sandbox-private tmpfs (`/tmp`, `/dev/shm`), full access
+//!    *except creating FIFOs, unix sockets and device nodes* beneath the writable
+//!    host directories (workspace, outputs, read-write memory stores; see below),
+//!    device-file access in `/dev`, no TCP bind/connect when networking is off,
+//!    and (ABI ≥ 6) no signals or abstract unix-socket connections to anything
+//!    outside the domain;
 //! 4. sets `PR_SET_NO_NEW_PRIVS` (no setuid/file-capability gains across `execve`);
-//! 5. installs the seccomp filters of [`crate::seccomp`];
+//! 5. installs the seccomp filters of [`crate::seccomp`] (with its global `mknod`
+//!    fallback when Landlock is not enforced);
 //! 6. reports `ok …` on the ready descriptor and executes the command (bash).
 //!
 //! Any failure is reported as `err …` on the ready descriptor and the init exits
 //! with status 125 without running the command: the host fails closed.
 //!
+//! # No FIFOs, sockets or device nodes where the worker looks
+//!
+//! The worker opens files in the workspace, the outputs directory and read-write
+//! memory stores itself (file tools, `wasm-run`, the memory sync). A FIFO planted
+//! there blocks such an `open(2)` until a writer appears, which stalled worker
+//! threads and session teardown; a device node would hand the worker a device
+//! instead of a file; a socket file is at best a confusing non-file. So those
+//! directories (`--rw-host`) get every Landlock right except `MAKE_FIFO`,
+//! `MAKE_SOCK` (which `bind(2)` of a unix socket path also needs), `MAKE_CHAR` and
+//! `MAKE_BLOCK`, all part of Landlock ABI 1, so any enforced domain has them.
+//! Landlock also checks the matching `MAKE_*` right on a `rename`/`link` into a
+//! directory, so a FIFO made in `/tmp` cannot be moved in either (and a move across
+//! mounts fails with `EXDEV` before that). `/tmp` and `/dev/shm` (`--rw`) keep the
+//! rights: they are private tmpfs mounts the worker never opens, and tools use
+//! FIFOs and sockets there. When Landlock is not enforced at all, the init asks
+//! seccomp to refuse such `mknod` calls everywhere instead (see [`crate::seccomp`]),
+//! and the ready line says which layer holds (`special_files=landlock|seccomp`).
+//!
 //! Arguments (after the program name and any leading subcommand):
-//! `--ready-fd N`, `--ro PATH`, `--rw PATH`, `--dev PATH`, `--list PATH`,
-//! `--no-net`, `--require-landlock`, `--rlimit NAME=VALUE` (`as`, `nproc`, `fsize`,
-//! `nofile`), `--probe`, then `--` and the command. `--probe` applies every layer
+//! `--ready-fd N`, `--ro PATH`, `--rw PATH` (private tmpfs), `--rw-host PATH`
+//! (writable host directories), `--dev PATH`, `--list PATH`, `--no-net`,
+//! `--require-landlock`, `--rlimit NAME=VALUE` (`as`, `nproc`, `fsize`, `nofile`),
+//! `--probe`, then `--` and the command. `--probe` applies every layer
 //! and then prints the report line on stdout instead of executing a command.
 
 use std::ffi::OsString;
@@ -44,6 +67,8 @@ struct InitArgs {
     ready_fd: Option<i32>,
     ro: Vec<PathBuf>,
     rw: Vec<PathBuf>,
+    /// Writable host directories the worker opens: no FIFOs/sockets/devices.
+    rw_host: Vec<PathBuf>,
     dev: Vec<PathBuf>,
     list: Vec<PathBuf>,
     no_net: bool,
@@ -72,6 +97,7 @@ fn parse_args(args: Vec<OsString>) -> Result<InitArgs, String> {
             }
             "--ro" => out.ro.push(value()?.into()),
             "--rw" => out.rw.push(value()?.into()),
+            "--rw-host" => out.rw_host.push(value()?.into()),
             "--dev" => out.dev.push(value()?.into()),
             "--list" => out.list.push(value()?.into()),
             "--no-net" => out.no_net = true,
@@ -109,6 +135,9 @@ fn parse_args(args: Vec<OsString>) -> Result<InitArgs, String> {
 struct Applied {
     landlock: &'static str,
     landlock_abi: i64,
+    /// The layer that refuses FIFOs, sockets and device nodes in the `--rw-host`
+    /// directories: `landlock`, or `seccomp` (the global `mknod` fallback).
+    special_files: &'static str,
 }
 
 /// The kernel's Landlock ABI version (`landlock_create_ruleset(NULL, 0, VERSION)`),
@@ -185,6 +214,9 @@ fn apply_landlock(args: &InitArgs) -> Result<Applied, String> {
     }
     let existing =
         |v: &[PathBuf]| -> Vec<PathBuf> { v.iter().filter(|p| p.exists()).cloned().collect() };
+    // Beneath the host directories: everything but creating special files (see the
+    // module docs).
+    let host_rw_access = AccessFs::from_all(abi) & !special_file_access();
     let device_access = AccessFs::ReadFile
         | AccessFs::WriteFile
         | AccessFs::ReadDir
@@ -202,6 +234,8 @@ fn apply_landlock(args: &InitArgs) -> Result<Applied, String> {
             existing(&args.rw),
             AccessFs::from_all(abi),
         ))
+        .map_err(err)?
+        .add_rules(path_beneath_rules(existing(&args.rw_host), host_rw_access))
         .map_err(err)?
         .add_rules(path_beneath_rules(existing(&args.dev), device_access))
         .map_err(err)?
@@ -222,7 +256,19 @@ fn apply_landlock(args: &InitArgs) -> Result<Applied, String> {
     Ok(Applied {
         landlock,
         landlock_abi: kernel_abi.map_or(0, i64::from),
+        // MAKE_FIFO/SOCK/CHAR/BLOCK are Landlock ABI 1: any enforced domain (full or
+        // partial) refuses them; otherwise seccomp must.
+        special_files: if landlock == "none" {
+            "seccomp"
+        } else {
+            "landlock"
+        },
     })
+}
+
+/// The Landlock rights to create FIFOs, unix sockets and device nodes.
+fn special_file_access() -> landlock::BitFlags<AccessFs> {
+    AccessFs::MakeFifo | AccessFs::MakeSock | AccessFs::MakeChar | AccessFs::MakeBlock
 }
 
 fn set_no_new_privs() -> Result<(), String> {
@@ -243,7 +289,7 @@ fn setup(args: &InitArgs) -> Result<Applied, String> {
     apply_rlimits(&args.rlimits)?;
     let applied = apply_landlock(args)?;
     set_no_new_privs()?;
-    crate::seccomp::install().map_err(|e| e.to_string())?;
+    crate::seccomp::install(applied.special_files == "seccomp").map_err(|e| e.to_string())?;
     Ok(applied)
 }
 
@@ -307,8 +353,8 @@ pub fn sandbox_init_main<I: IntoIterator<Item = OsString>>(args: I) -> ! {
     match setup(&args) {
         Ok(applied) => {
             let line = format!(
-                "ok landlock={} landlock_abi={} seccomp=1 no_new_privs=1",
-                applied.landlock, applied.landlock_abi
+                "ok landlock={} landlock_abi={} seccomp=1 no_new_privs=1 special_files={}",
+                applied.landlock, applied.landlock_abi, applied.special_files
             );
             if args.probe {
                 report(&line);
@@ -346,6 +392,8 @@ mod tests {
                 "--ro",
                 "/usr",
                 "--rw",
+                "/tmp",
+                "--rw-host",
                 "/workspace",
                 "--no-net",
                 "--rlimit",
@@ -361,6 +409,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.ready_fd, Some(5));
         assert_eq!(a.ro, [PathBuf::from("/usr")]);
+        assert_eq!(a.rw, [PathBuf::from("/tmp")]);
+        assert_eq!(a.rw_host, [PathBuf::from("/workspace")]);
         assert!(a.no_net);
         assert_eq!(a.rlimits, [(libc::RLIMIT_NPROC, 10)]);
         assert_eq!(

@@ -65,7 +65,7 @@ pub mod wasm_run;
 pub use config::BashConfig;
 pub use init::{init_binary_main, run_as_init_if_invoked, sandbox_init_main};
 pub use sandbox::{
-    BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, StoreMount,
-    locate_init,
+    BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, SpecialFileGuard,
+    StoreMount, locate_init,
 };
 pub use session::{BashOutput, BashSession};

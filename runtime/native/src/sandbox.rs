@@ -50,10 +50,25 @@
 //!    mis-configured, file access is limited to reading the read-only mounts and
 //!    writing only the workspace, outputs, read-write stores, `/tmp`, `/dev/shm` and
 //!    device files; TCP bind/connect is denied when networking is off; signals and
-//!    abstract unix sockets cannot cross the domain boundary (ABI ≥ 6).
+//!    abstract unix sockets cannot cross the domain boundary (ABI ≥ 6). Beneath the
+//!    directories the worker itself opens (workspace, outputs, read-write stores)
+//!    bash cannot create FIFOs, unix sockets or device nodes (a FIFO there would
+//!    block the worker's `open(2)`); the private `/tmp` and `/dev/shm` still allow
+//!    them. Without Landlock, seccomp refuses such `mknod` calls everywhere
+//!    ([`SandboxReport::special_files`] names the active layer).
 //! 8. **seccomp** (see [`crate::seccomp`]) and **`PR_SET_NO_NEW_PRIVS`**: mount,
 //!    namespace, ptrace, kexec, bpf, keyctl, module and similar calls fail with
-//!    `EPERM`.
+//!    `EPERM`. **No set-id files:** `chmod`/`fchmod`/`fchmodat`, `open`/`openat`/
+//!    `creat` with `O_CREAT`/`O_TMPFILE`, and `mknod`/`mknodat` fail with `EPERM`
+//!    when the mode has `S_ISUID` or `S_ISGID` (`fchmodat2` and `openat2`, whose
+//!    mode seccomp cannot check, answer `ENOSYS` so libc falls back). This matters
+//!    when the worker runs as host root: bash's uid 0 is then host uid 0, and a
+//!    `chmod 4755` copy of a binary left in the workspace would be a root setuid
+//!    program on the host. File capabilities (`security.capability`) need
+//!    `CAP_SETFCAP`, which layer 1 drops. The layers together: seccomp stops the
+//!    bit being set inside; the host mounts the session directories
+//!    `nosuid,nodev` so a set-id file from anywhere grants nothing when run from
+//!    there; `PR_SET_NO_NEW_PRIVS` makes set-id bits inert inside the sandbox.
 //! 9. **Resource limits** (see [`crate::cgroup`]): a per-session cgroup v1 memory
 //!    cap and pids cap where the host allows (root here), else `RLIMIT_AS` and
 //!    `RLIMIT_NPROC` (the kernel exempts host-root processes from `RLIMIT_NPROC`,
@@ -128,6 +143,24 @@ pub enum LimitMechanism {
     None,
 }
 
+/// Which layer stops bash from creating FIFOs, unix sockets and device nodes in
+/// the directories the worker itself opens (workspace, outputs, read-write memory
+/// stores), where a FIFO would block the worker's `open(2)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecialFileGuard {
+    /// Landlock, per directory: refused beneath those directories only; `/tmp` and
+    /// `/dev/shm` (private tmpfs) still allow them.
+    Landlock,
+    /// The seccomp fallback when Landlock is not enforced: `mknod` of a FIFO,
+    /// socket or device fails with `EPERM` everywhere, `/tmp` included. A unix
+    /// socket made by `bind(2)` is not covered (its path is out of seccomp's reach);
+    /// a socket file cannot block an `open(2)`, which fails with `ENXIO`.
+    Seccomp,
+    /// Not measured (the sandbox is unavailable).
+    None,
+}
+
 /// Which layers are active, measured once by [`BashSandbox::new`].
 #[derive(Clone, Debug, Serialize)]
 pub struct SandboxReport {
@@ -154,6 +187,10 @@ pub struct SandboxReport {
     pub seccomp: bool,
     /// `PR_SET_NO_NEW_PRIVS` set in the probe sandbox.
     pub no_new_privs: bool,
+    /// The layer that refuses FIFOs, sockets and device nodes where the worker
+    /// looks, as measured in the probe sandbox. (Set-id files are refused by the
+    /// seccomp filters whenever `seccomp` is true.)
+    pub special_files: SpecialFileGuard,
     /// How the memory cap is enforced.
     pub memory_limit: LimitMechanism,
     /// How the process cap is enforced.
@@ -339,14 +376,18 @@ impl Plan<'_> {
             &"--tmpfs",
             &"/tmp",
         ]);
-        let mut landlock_rw: Vec<String> = vec!["/tmp".into(), "/dev/shm".into()];
+        // The private tmpfs mounts get every Landlock right; the host directories
+        // the worker itself opens get every right but creating FIFOs, sockets and
+        // device nodes (see `crate::init`).
+        let landlock_rw: Vec<String> = vec!["/tmp".into(), "/dev/shm".into()];
+        let mut landlock_rw_host: Vec<String> = Vec::new();
         if let Some(ws) = self.workspace {
             push(&[&"--bind", &ws, &WORKSPACE_GUEST]);
-            landlock_rw.push(WORKSPACE_GUEST.into());
+            landlock_rw_host.push(WORKSPACE_GUEST.into());
         }
         if let Some(out) = self.outputs {
             push(&[&"--bind", &out, &OUTPUTS_GUEST]);
-            landlock_rw.push(OUTPUTS_GUEST.into());
+            landlock_rw_host.push(OUTPUTS_GUEST.into());
         }
         for s in self.stores {
             if s.read_only {
@@ -354,7 +395,7 @@ impl Plan<'_> {
                 landlock_ro.push(s.guest_path.clone());
             } else {
                 push(&[&"--bind", &s.host_path, &s.guest_path]);
-                landlock_rw.push(s.guest_path.clone());
+                landlock_rw_host.push(s.guest_path.clone());
             }
         }
         for p in &c.extra_ro_binds {
@@ -402,6 +443,10 @@ impl Plan<'_> {
         }
         for p in landlock_rw {
             a.push(os("--rw"));
+            a.push(os(p));
+        }
+        for p in landlock_rw_host {
+            a.push(os("--rw-host"));
             a.push(os(p));
         }
         a.extend(["--dev", "/dev", "--list", "/"].map(os));
@@ -567,12 +612,17 @@ impl Drop for PreparedEtc {
     }
 }
 
-/// Checks a memory store's guest path: exactly `/mnt/memory/<name>`, where `<name>`
-/// is one plain path segment.
-fn valid_store_path(p: &str) -> bool {
-    p.strip_prefix("/mnt/memory/").is_some_and(|name| {
-        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-    })
+/// Checks the memory stores' guest paths with the one mount-path rule
+/// ([`wasm_sandbox_fs::guest_path`], the runtime's and the worker's too): canonical, strictly
+/// below `/mnt/memory/`, nested allowed, no `..`, no store at or inside another. bubblewrap
+/// creates a nested path's missing parents in the sandbox's private root (a tmpfs), so a
+/// store at `/mnt/memory/team/notes` mounts like one at `/mnt/memory/notes`; a path outside
+/// `/mnt/memory/` could bind a store over `/usr`, `/proc` or the workspace, and an overlap
+/// would make bubblewrap create directories inside another store's host folder.
+fn valid_store_path(stores: &[StoreMount]) -> Result<(), SandboxError> {
+    wasm_sandbox_fs::guest_path::check_mounts(stores.iter().map(|s| s.guest_path.as_str()))
+        .map(drop)
+        .map_err(|e| SandboxError::Config(e.to_string()))
 }
 
 // ----------------------------------------------------------------------------
@@ -690,6 +740,7 @@ impl BashSandbox {
             landlock: None,
             seccomp: false,
             no_new_privs: false,
+            special_files: SpecialFileGuard::None,
             memory_limit,
             pids_limit,
             tmp_size_bytes: config.tmp_size_bytes,
@@ -731,6 +782,13 @@ impl BashSandbox {
                         Some(("landlock", v)) => report.landlock = Some(v.to_owned()),
                         Some(("seccomp", v)) => report.seccomp = v == "1",
                         Some(("no_new_privs", v)) => report.no_new_privs = v == "1",
+                        Some(("special_files", v)) => {
+                            report.special_files = match v {
+                                "landlock" => SpecialFileGuard::Landlock,
+                                "seccomp" => SpecialFileGuard::Seccomp,
+                                _ => SpecialFileGuard::None,
+                            };
+                        }
                         _ => {}
                     }
                 }
@@ -793,14 +851,9 @@ impl BashSandbox {
         };
         let workspace = dir("workspace", &spec.workspace)?;
         let outputs = dir("outputs", &spec.outputs)?;
+        valid_store_path(&spec.memory_stores)?;
         let mut stores = Vec::with_capacity(spec.memory_stores.len());
         for s in &spec.memory_stores {
-            if !valid_store_path(&s.guest_path) {
-                return Err(SandboxError::Config(format!(
-                    "memory store path {:?} must be /mnt/memory/<name>",
-                    s.guest_path
-                )));
-            }
             stores.push(StoreMount {
                 host_path: dir("memory store", &s.host_path)?,
                 ..s.clone()
@@ -1267,13 +1320,31 @@ mod tests {
 
     #[test]
     fn store_paths_are_checked() {
-        assert!(valid_store_path("/mnt/memory/notes"));
-        assert!(!valid_store_path("/mnt/memory"));
-        assert!(!valid_store_path("/mnt/memory/../etc"));
-        assert!(!valid_store_path("/etc/x"));
-        assert!(!valid_store_path("/mnt/memory/a/./b"));
-        assert!(!valid_store_path("/mnt/memory/a/b"));
-        assert!(!valid_store_path("/mnt/memory/.."));
+        let check = |paths: &[&str]| {
+            let stores: Vec<StoreMount> = paths
+                .iter()
+                .map(|p| StoreMount {
+                    guest_path: (*p).to_owned(),
+                    host_path: "/nonexistent".into(),
+                    read_only: false,
+                })
+                .collect();
+            valid_store_path(&stores)
+        };
+        assert!(check(&["/mnt/memory/notes"]).is_ok());
+        // Nested paths are accepted, as by the runtime and the worker.
+        assert!(check(&["/mnt/memory/a/b", "/mnt/memory/c"]).is_ok());
+        for bad in [
+            "/mnt/memory",
+            "/mnt/memory/../etc",
+            "/etc/x",
+            "/mnt/memory/a/./b",
+            "/mnt/memory/..",
+            "/mnt/memory/a/",
+        ] {
+            assert!(check(&[bad]).is_err(), "{bad}");
+        }
+        assert!(check(&["/mnt/memory/a", "/mnt/memory/a/b"]).is_err());
     }
 
     #[test]
@@ -1306,6 +1377,16 @@ mod tests {
             "--norc".into()
         ]));
         assert!(args.contains(&"--unshare-net".to_owned()));
+        // The host directories the worker opens are Landlock `--rw-host` (no
+        // FIFOs/sockets/devices); only the private tmpfs mounts are `--rw`.
+        let landlock = |flag: &str| -> Vec<&str> {
+            args.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(landlock("--rw-host"), [WORKSPACE_GUEST, OUTPUTS_GUEST]);
+        assert_eq!(landlock("--rw"), ["/tmp", "/dev/shm"]);
         assert!(args.contains(&"nproc=512".to_owned()));
         assert!(!args.iter().any(|a| a.starts_with("as=")));
     }

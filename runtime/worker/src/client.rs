@@ -12,11 +12,38 @@
 //! `x-should-retry: true`; delay from `retry-after-ms`/`retry-after` or `min(0.5·2^n, 8) s ×
 //! (1 − 0.25·rand)`) are retried the same way here; the loops that own their own retry policy
 //! (poll, heartbeat, stream, result send) call with no client-level retries so a failure
-//! surfaces to the loop at once (the heartbeat above all: hidden retries would outlive a lease).
+//! surfaces to the loop at once (the heartbeat above all: hidden retries would outlive a lease),
+//! and so does `/queue`'s cached stats read ([`EnvironmentClient::stats_once`]), which must
+//! never multiply upstream calls.
 //!
 //! Security: credentials live in [`Secret`]s; the `Authorization` header value is marked
 //! sensitive, so `reqwest`/`hyper` debug output redacts it; URLs carry no credential, so
 //! transport errors (which print the URL) cannot leak one.
+//!
+//! # Connections
+//!
+//! At 100–300 ms from the control plane, a new connection costs a round trip for TCP and one
+//! more for TLS 1.3 before the first request goes out, so the client keeps its connections warm
+//! ([`Api::new`]):
+//! * **HTTP/2 where the server offers it** (ALPN `h2`, then `http/1.1`): the polls, the ack and
+//!   every request of every claimed session are streams on one TLS connection, which the poll
+//!   loop keeps busy; the requests started in parallel after a claim need no handshake at all.
+//!   HTTP/2 PINGs every 20 s (also while idle; a PING unanswered for 10 s closes the
+//!   connection) find a dead connection before a request waits on it, and TCP keep-alive
+//!   (15 s) does the same below it.
+//! * **HTTP/1.1 otherwise** (a server or TLS-intercepting proxy without HTTP/2): one request
+//!   per connection at a time, so idle connections stay pooled for 90 s and
+//!   [`EnvironmentClient::prewarm`] opens enough of them at start-up for a claim's parallel
+//!   requests.
+//!
+//! Trust: the server certificate must chain to the roots bundled with the binary (Mozilla's,
+//! via `webpki-roots`) or to a root added with [`ClientConfig::extra_root_certs`] (`serve
+//! --ca-cert FILE`, for a TLS-intercepting corporate proxy or a private CA). Extra roots are
+//! added to the bundled ones, never replace them, and a name or chain that does not verify
+//! fails the connection: there is no switch that turns verification off. `HTTPS_PROXY`
+//! (and `HTTP_PROXY`, `NO_PROXY`) are honoured: requests go through the proxy's `CONNECT`
+//! tunnel with TLS end to end to the control plane, so HTTP/2 and the certificate check still
+//! hold.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -30,9 +57,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::proto::{
-    API_VERSION, ErrorEnvelope, EventPage, HeartbeatResponse, LeaseState, MANAGED_AGENTS_BETA,
-    OutgoingEvent, QueueStats, SendEvents, Session, SessionEvent, SkillVersion, StopRequest, Work,
+    API_VERSION, ErrorEnvelope, EventError, EventPage, HeartbeatResponse, LeaseState,
+    MANAGED_AGENTS_BETA, OutgoingEvent, QueueStats, SendEvents, Session, SessionEvent,
+    SkillVersion, StopRequest, Work,
 };
+
+/// A session's history, oldest first: each event decoded on its own (an event that cannot be
+/// decoded is an `Err` in its place and does not affect the others).
+pub type History = Vec<Result<SessionEvent, EventError>>;
 use crate::secret::Secret;
 
 /// The memory-store beta (protocol §7.2).
@@ -139,9 +171,12 @@ pub struct ErrorInfo {
     pub should_retry: Option<bool>,
 }
 
-/// Tunable timeouts of the client.
+/// Settings of the HTTP client: timeouts and extra trusted roots.
+///
+/// (Named `ClientTimeouts` before it carried the roots; [`ClientTimeouts`] is kept as an
+/// alias.)
 #[derive(Clone, Debug)]
-pub struct ClientTimeouts {
+pub struct ClientConfig {
     /// TCP/TLS connect timeout (SDK: 5 s).
     pub connect: Duration,
     /// Total timeout of an ordinary call (ack, stop, stats, retrieve, session, send, list page).
@@ -153,26 +188,63 @@ pub struct ClientTimeouts {
     /// Longest silence on an open event stream before it counts as dropped (SDK: 600 s read
     /// timeout).
     pub stream_idle: Duration,
+    /// Certificates trusted as roots in addition to the bundled ones (`serve --ca-cert`).
+    pub extra_root_certs: Vec<reqwest::Certificate>,
 }
 
-impl Default for ClientTimeouts {
-    fn default() -> ClientTimeouts {
-        ClientTimeouts {
+/// The former name of [`ClientConfig`].
+pub type ClientTimeouts = ClientConfig;
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
             connect: Duration::from_secs(5),
             request: Duration::from_secs(30),
             poll_slack: Duration::from_secs(15),
             stream_open: Duration::from_secs(30),
             stream_idle: Duration::from_secs(600),
+            extra_root_certs: Vec::new(),
         }
     }
 }
+
+/// Reads PEM certificates (one or more `CERTIFICATE` blocks) to trust as extra roots.
+///
+/// # Errors
+/// When the text holds no certificate or one that does not parse.
+pub fn parse_root_certs(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) found".to_owned());
+    }
+    // Checks each one as the client builder will (a certificate rustls cannot use as a root
+    // fails here, at start-up, instead of at the first connection).
+    let mut builder = reqwest::Client::builder();
+    for c in &certs {
+        builder = builder.add_root_certificate(c.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| format!("unusable certificate: {e}"))?;
+    Ok(certs)
+}
+
+/// HTTP/2 PING interval on open connections (also while idle).
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// A PING unanswered this long closes the connection.
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection stays pooled.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keep-alive probes on every socket.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Shared HTTP state: connection pool, base URL, timeouts.
 #[derive(Clone, Debug)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
-    timeouts: ClientTimeouts,
+    /// Shared: every item's client holds a clone of this `Api`.
+    timeouts: std::sync::Arc<ClientConfig>,
     /// Core retries for calls the SDK retries in its core client.
     max_retries: u32,
 }
@@ -189,20 +261,30 @@ enum Retries {
 }
 
 impl Api {
-    /// Builds a client for `base_url` (e.g. `https://api.anthropic.com`).
-    pub fn new(base_url: &str, timeouts: ClientTimeouts) -> Result<Api, ApiError> {
-        let http = reqwest::Client::builder()
+    /// Builds a client for `base_url` (e.g. `https://api.anthropic.com`): HTTP/2 where the
+    /// server offers it by ALPN, else HTTP/1.1; keep-alive as the module docs say; the
+    /// bundled roots plus [`ClientConfig::extra_root_certs`].
+    pub fn new(base_url: &str, timeouts: ClientConfig) -> Result<Api, ApiError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .user_agent(concat!("wasm-sandbox-worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| ApiError::Connection {
-                op: "client",
-                source,
-            })?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .http2_keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true);
+        for cert in &timeouts.extra_root_certs {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let http = builder.build().map_err(|source| ApiError::Connection {
+            op: "client",
+            source,
+        })?;
         Ok(Api {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
-            timeouts,
+            timeouts: std::sync::Arc::new(timeouts),
             max_retries: 2,
         })
     }
@@ -528,6 +610,58 @@ impl EnvironmentClient {
         json_req("stats", resp).await
     }
 
+    /// Opens the connections a claim will need before the first claim: one `GET …/work/stats`
+    /// (read-only) to learn the protocol; on HTTP/2 that one connection carries everything and
+    /// this returns; on HTTP/1.1 `connections` concurrent stats reads leave that many
+    /// connections in the pool (idle for up to 90 s), so the requests a claim starts in
+    /// parallel find one each instead of paying TCP + TLS handshakes on the critical path.
+    /// Returns the HTTP version the server answered with.
+    ///
+    /// # Errors
+    /// When the first read fails (the later ones are best effort).
+    pub async fn prewarm(&self, connections: usize) -> Result<reqwest::Version, ApiError> {
+        let path = self.work_path("/stats");
+        let call = || async {
+            let resp = self
+                .api
+                .send("prewarm", Retries::None, self.api.timeouts.request, || {
+                    self.api
+                        .request(Method::GET, &path, &self.key, HELPER_WORKER)
+                })
+                .await?;
+            let version = resp.version();
+            // Read the body to its end: an HTTP/1.1 connection goes back to the pool only then.
+            resp.bytes().await.map_err(|source| ApiError::Connection {
+                op: "prewarm",
+                source,
+            })?;
+            Ok::<_, ApiError>(version)
+        };
+        let version = call().await?;
+        if version < reqwest::Version::HTTP_2 && connections > 1 {
+            let all = futures::future::join_all((0..connections).map(|_| call())).await;
+            let failed = all.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                tracing::debug!(failed, connections, "some pre-warm requests failed");
+            }
+        }
+        Ok(version)
+    }
+
+    /// `GET …/work/stats`, one attempt and no client retries: for `/queue`, which caches and
+    /// must never multiply upstream calls (see [`crate::ops`]).
+    pub async fn stats_once(&self) -> Result<QueueStats, ApiError> {
+        let path = self.work_path("/stats");
+        let resp = self
+            .api
+            .send("stats", Retries::None, self.api.timeouts.request, || {
+                self.api
+                    .request(Method::GET, &path, &self.key, HELPER_WORKER)
+            })
+            .await?;
+        json_req("stats", resp).await
+    }
+
     /// `GET …/work/{id}` (`secret` is null on this path).
     pub async fn retrieve(&self, work_id: &str) -> Result<Work, ApiError> {
         let path = self.work_path(&format!("/{work_id}"));
@@ -834,8 +968,11 @@ impl ItemClient {
         })
     }
 
-    /// `GET /v1/sessions/{id}/events?limit=1000` and every further page, oldest first.
-    pub async fn list_events(&self) -> Result<Vec<Value>, ApiError> {
+    /// `GET /v1/sessions/{id}/events?limit=1000` and every further page, oldest first. Each
+    /// page's `data` is split into its elements' raw JSON text and every element is decoded on
+    /// its own ([`SessionEvent::parse`], lenient about lone surrogate escapes), so one odd
+    /// event never makes the page, and the events after it, unreadable.
+    pub async fn list_events(&self) -> Result<History, ApiError> {
         let path = self.session_path("/events");
         let mut out = Vec::new();
         let mut page: Option<String> = None;
@@ -859,7 +996,7 @@ impl ItemClient {
                 )
                 .await?;
             let body: EventPage = json_req("events.list", resp).await?;
-            out.extend(body.data);
+            out.extend(body.data.iter().map(|raw| SessionEvent::parse(raw.get())));
             match body.next_page.filter(|p| !p.is_empty()) {
                 Some(next) if seen_cursors.insert(next.clone()) => page = Some(next),
                 Some(_) => {

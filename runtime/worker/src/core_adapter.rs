@@ -41,30 +41,25 @@ impl CoreProvider {
     /// error), or the defaults.
     ///
     /// Unless the table says otherwise, `concurrency.min(4)` bash sandboxes are kept started
-    /// ahead of claims under `<workdir>/pool` (see `wasm_sandbox_runtime::PoolConfig`), so a
-    /// new session's first bash call does not wait for its sandbox. Call it inside a tokio
-    /// runtime so the pool starts filling at once.
+    /// ahead of claims under `<workdir>/sessions/.pool` (see `wasm_sandbox_runtime::PoolConfig`),
+    /// so a new session's first bash call does not wait for its sandbox. The pool lives inside
+    /// the sessions directory because a pooled sandbox's directories are `rename`d into the
+    /// session's, which cannot cross the `nosuid,nodev` mount of `<workdir>/sessions`
+    /// ([`crate::worker::claim_workdir`]); being there, they are also under that mount. Call it
+    /// inside a tokio runtime so the pool starts filling at once.
     pub fn from_config(
-        runtime: Option<toml::Value>,
+        mut config: RuntimeConfig,
         workdir: &std::path::Path,
         concurrency: usize,
     ) -> anyhow::Result<CoreProvider> {
-        let mut config: RuntimeConfig = match runtime {
-            Some(v) => v
-                .try_into()
-                .map_err(|e| anyhow::anyhow!("[runtime] config: {e}"))?,
-            None => RuntimeConfig::default(),
-        };
         if config.pool.sandboxes.is_none() {
             config.pool.sandboxes = Some(concurrency.clamp(1, 4));
         }
         if config.pool.dir.is_none() {
             // This worker's own directory: what a killed predecessor left there is garbage
             // (its sandboxes died with it: bubblewrap runs with --die-with-parent).
-            let dir = workdir.join("pool");
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
+            let dir = workdir.join(crate::worker::SESSIONS_DIR).join(".pool");
+            if let Err(e) = wasm_sandbox_fs::tree::remove_tree(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not clear the sandbox pool directory");
             }
             config.pool.dir = Some(dir);
@@ -89,6 +84,23 @@ impl CoreProvider {
 
 impl SandboxProvider for CoreProvider {
     type Session = CoreSession;
+
+    /// The bash sandbox, as probed when the runtime was built: unavailable unless the opt-in
+    /// `allow_unsandboxed_bash_i_understand_the_risk` makes bash run on the host instead (then
+    /// sessions work, unsandboxed, as that option promises; the probe already logged it).
+    fn unavailable(&self) -> Vec<crate::sandbox::Unavailable> {
+        let report = self.runtime.sandbox_report();
+        match &report.unavailable_reason {
+            Some(reason) if !report.available && !report.unsandboxed_fallback => {
+                vec![crate::sandbox::Unavailable {
+                    what: "bash sandbox".to_owned(),
+                    reason: reason.clone(),
+                    fix: crate::sandbox::sandbox_fix(report),
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
 
     async fn create(&self, spec: SandboxSpec) -> anyhow::Result<CoreSession> {
         let runtime = self.runtime.clone();
@@ -123,15 +135,19 @@ impl SandboxSession for CoreSession {
     fn skills_installed(&self, workspace: &std::path::Path) {
         let runtime = self.runtime.clone();
         let skills = workspace.join("skills");
+        // Marked as installed skills first (an fstat each): a `wasm-run` that comes
+        // before its background precompile may use the skill size limit too.
+        let files: Vec<_> = skill_components(&skills)
+            .into_iter()
+            .filter_map(|path| open_no_follow(&path).ok().map(|file| (path, file)))
+            .filter(|(_, file)| runtime.allow_skill_file(file).is_ok())
+            .collect();
         // Compiling can take seconds for a large component (a CPython one is
         // ~18 MB); doing it now, off the session's path, means the agent's first
         // `wasm-run` usually finds it ready (or waits for this same compilation).
         tokio::task::spawn_blocking(move || {
-            for path in skill_components(&skills) {
-                let limit = runtime.config().wasm_run.max_component_bytes;
-                let Ok(file) = open_no_follow(&path) else {
-                    continue;
-                };
+            for (path, file) in files {
+                let limit = runtime.config().wasm_run.max_skill_component_bytes;
                 let started = std::time::Instant::now();
                 // By file, so the agent's first `wasm-run` of it skips the read and hash.
                 match runtime.command_for_file(&file, limit) {
@@ -155,7 +171,8 @@ fn open_no_follow(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO in its place must not block this (async) thread.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 

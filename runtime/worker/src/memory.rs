@@ -8,9 +8,13 @@
 //! `O_NOFOLLOW`, so a link the guest plants in a store cannot redirect a sync write or read).
 //!
 //! Where the files live: the host directory is `<session root>/memory/<memory_store_id>` (the id
-//! is checked to be one plain path segment); the guest sees it at the store's `mount_path`
-//! (which must be a clean absolute path) or `/mnt/memory/<name or id>`. A `read_only` store is
-//! mounted read-only for both the file tools and bash, and is never pushed.
+//! is checked to be one plain path segment); the guest sees it at [`guest_path`]: the store's
+//! `mount_path` normalised (an absolute path below `/mnt/memory/`, nested allowed, no `..`) or
+//! `/mnt/memory/<name or id>` without one — the one rule of `wasm_sandbox_fs::guest_path`,
+//! which the runtime and the bash sandbox check again. Every store's path is resolved, and the
+//! set checked for overlaps, before anything is downloaded, so a bad path fails the item up
+//! front with the rule's message. A `read_only` store is mounted read-only for both the file
+//! tools and bash, and is never pushed.
 //!
 //! Memory endpoints reject the environment key, so stores are used only with a sessions token;
 //! an item whose session has stores but whose secret carries no token fails, as in the
@@ -23,12 +27,13 @@ use std::time::Instant;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use wasm_sandbox_fs::guest_path::{MemoryMountPath, check_disjoint};
 use wasm_sandbox_runtime::MemoryMount;
 use wasm_sandbox_skills::memory::folder::CapStdFolder;
 use wasm_sandbox_skills::memory::{
     DeleteMode, FLUSH_TIMEOUT, MAX_STORES_PER_SESSION, MemoryApi, RemoteError, RemoteMemory,
     StoreSyncState, SyncInterval, SyncOptions, SyncSchedule, download_store, flush_store,
-    is_clean_absolute_path, sync_store,
+    store_mount_path, sync_store,
 };
 
 use crate::client::{ApiError, ItemClient, is_safe_path_segment};
@@ -65,6 +70,16 @@ pub fn session_stores(session: &Session) -> Vec<StoreRef> {
             })
         })
         .collect()
+}
+
+/// Where the agent sees `store` (the mount-path rule; see the module docs).
+pub fn guest_path(store: &StoreRef) -> Result<MemoryMountPath, String> {
+    store_mount_path(
+        store.mount_path.as_deref(),
+        store.name.as_deref(),
+        &store.id,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The memory endpoints of one store, called with the item's sessions token.
@@ -273,24 +288,19 @@ pub async fn prepare(
             refs.len()
         ));
     }
-    let mut stores = Vec::new();
-    let mut mounts = Vec::new();
+    // Every path first, so a bad or overlapping one fails the item before any download.
+    let mut planned = Vec::with_capacity(refs.len());
     for r in refs {
         if !is_safe_path_segment(&r.id) {
             return Err(format!("unsafe memory_store_id {:?}", r.id));
         }
-        let guest_path = match r.mount_path.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) if is_clean_absolute_path(p) => p.trim_end_matches('/').to_owned(),
-            Some(p) => return Err(format!("memory store {}: bad mount_path {p:?}", r.id)),
-            None => {
-                let leaf = r
-                    .name
-                    .as_deref()
-                    .filter(|n| is_safe_path_segment(n))
-                    .unwrap_or(&r.id);
-                format!("{}/{leaf}", wasm_sandbox_runtime::MEMORY_GUEST_PARENT)
-            }
-        };
+        let guest_path = guest_path(&r)?;
+        planned.push((r, guest_path));
+    }
+    check_disjoint(planned.iter().map(|(_, p)| p)).map_err(|e| e.to_string())?;
+    let mut stores = Vec::new();
+    let mut mounts = Vec::new();
+    for (r, guest_path) in planned {
         let host_path: PathBuf = root.join("memory").join(&r.id);
         let folder = CapStdFolder::new(host_path.clone());
         let api = StoreApi::new(item.clone(), &r.id);
@@ -311,7 +321,7 @@ pub async fn prepare(
             .await
             .map_err(|e| e.to_string())?;
         mounts.push(MemoryMount {
-            guest_path,
+            guest_path: guest_path.into(),
             host_path,
             read_only: r.read_only,
         });
@@ -440,5 +450,42 @@ mod tests {
         assert_eq!(got[0].mount_path.as_deref(), Some("/mnt/memory/a"));
         assert!(!got[1].read_only);
         assert_eq!(got[1].id, "memstore_b");
+    }
+
+    #[test]
+    fn a_store_without_mount_path_is_mounted_at_mnt_memory_name() {
+        let session: Session = serde_json::from_value(json!({
+            "resources": [
+                {"type": "memory_store", "memory_store_id": "memstore_a", "name": "notes"},
+                {"type": "memory_store", "memory_store_id": "memstore_b", "name": "team",
+                 "mount_path": ""},
+                {"type": "memory_store", "memory_store_id": "memstore_c", "name": "../x",
+                 "mount_path": null},
+                {"type": "memory_store", "memory_store_id": "memstore_d",
+                 "mount_path": "/mnt/memory/team/shared/"}
+            ]
+        }))
+        .unwrap();
+        let got: Vec<String> = session_stores(&session)
+            .iter()
+            .map(|s| guest_path(s).unwrap().into())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "/mnt/memory/notes",
+                "/mnt/memory/team",
+                "/mnt/memory/memstore_c",
+                "/mnt/memory/team/shared"
+            ]
+        );
+        let bad = StoreRef {
+            id: "memstore_e".into(),
+            name: None,
+            mount_path: Some("/workspace/mem".into()),
+            read_only: false,
+        };
+        let err = guest_path(&bad).unwrap_err();
+        assert!(err.contains("below /mnt/memory/"), "{err}");
     }
 }

@@ -1,7 +1,18 @@
 //! Prometheus metrics of the worker (served by [`crate::ops`] at `/metrics`).
 //!
 //! Labels carry only bounded, non-secret values: tool names (only the six sandbox tools are
-//! ever recorded), fixed outcome words, and work-item kinds (`session`/`other`).
+//! ever recorded), fixed outcome words, work-item kinds (`session`/`other`), and the build
+//! facts of `wasm_sandbox_build_info` (version, commit, rustc and wasmtime versions, fixed at
+//! build time).
+//!
+//! Durations are histograms with buckets from 10 µs to ~168 s ([`duration_buckets`]): a file
+//! tool call takes ~0.1 ms and a session is ready in ~0.12 ms, a bash call may take minutes.
+//!
+//! `wasm_sandbox_queue_depth` (and `_queue_pending`) are the environment's `work.stats`, the
+//! same value on every replica, set by [`crate::ops::QueueCache`] whenever it gets an answer
+//! (the ops server refreshes it every [`crate::ops::QUEUE_REFRESH`], and `/queue` GETs share
+//! the same cache, so exporting it never adds upstream calls beyond the cache's one per TTL).
+//! The Prometheus KEDA alternative in `deploy/` queries it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,11 +51,41 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+    /// The git commit built (`unknown` when built outside a checkout without
+    /// `WASM_SANDBOX_GIT_COMMIT`).
+    pub commit: String,
+    /// `rustc --version` of the compiler used.
+    pub rustc: String,
+    /// The wasmtime version linked.
+    pub wasmtime: String,
+}
+
+impl BuildLabels {
+    /// This build's facts (set by the crate's build script).
+    pub fn current() -> BuildLabels {
+        BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: env!("WASM_SANDBOX_GIT_COMMIT").to_owned(),
+            rustc: env!("WASM_SANDBOX_RUSTC_VERSION").to_owned(),
+            wasmtime: env!("WASM_SANDBOX_WASMTIME_VERSION").to_owned(),
+        }
+    }
+}
+
 type HistogramCtor = fn() -> Histogram;
 
+/// Bucket bounds of every duration histogram: 10 µs doubling 25 times, to ~168 s.
+pub fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1e-5, 2.0, 25)
+}
+
 fn tool_histogram() -> Histogram {
-    // 1 ms … ~33 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    Histogram::new(duration_buckets())
 }
 
 /// All worker metrics, registered under the `wasm_sandbox` prefix.
@@ -66,6 +107,12 @@ pub struct Metrics {
     pub heartbeat_failures: Counter,
     /// Leases lost (412) or assumed lost (no good beat for a TTL).
     pub lease_losses: Counter,
+    /// The environment's queue depth (`work.stats` `depth`), from the most recent answer.
+    pub queue_depth: Gauge,
+    /// Items claimed but not yet acked (`work.stats` `pending`), from the most recent answer.
+    pub queue_pending: Gauge,
+    /// Constant 1, labelled with the build's facts.
+    pub build_info: Family<BuildLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -108,7 +155,7 @@ impl Metrics {
             "Sandbox tool call execution time",
             tool_duration.clone(),
         );
-        let session_cold_start = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let session_cold_start = Histogram::new(duration_buckets());
         registry.register(
             "session_cold_start_seconds",
             "Time from claiming a session to its sandbox being ready",
@@ -126,6 +173,25 @@ impl Metrics {
             "Leases lost (412) or assumed lost",
             lease_losses.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Items waiting in the environment's work queue (work.stats depth; same on every replica)",
+            queue_depth.clone(),
+        );
+        let queue_pending = Gauge::default();
+        registry.register(
+            "queue_pending",
+            "Items claimed but not yet acked (work.stats pending)",
+            queue_pending.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels::current()).set(1);
+        registry.register(
+            "build_info",
+            "Build facts of this worker (value 1)",
+            build_info.clone(),
+        );
         Metrics {
             registry: root,
             sessions_active,
@@ -136,7 +202,17 @@ impl Metrics {
             session_cold_start,
             heartbeat_failures,
             lease_losses,
+            queue_depth,
+            queue_pending,
+            build_info,
         }
+    }
+
+    /// Records a `work.stats` answer.
+    pub fn queue_stats(&self, stats: &crate::proto::QueueStats) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.queue_depth.set(clamp(stats.depth));
+        self.queue_pending.set(clamp(stats.pending));
     }
 
     /// Counts one tool call.
@@ -201,6 +277,11 @@ mod tests {
         m.session_cold_start.observe(0.002);
         m.heartbeat_failures.inc();
         m.lease_losses.inc();
+        m.queue_stats(&crate::proto::QueueStats {
+            depth: 7,
+            pending: 2,
+            ..Default::default()
+        });
         let text = m.encode();
         for needle in [
             "wasm_sandbox_sessions_active 1",
@@ -211,8 +292,54 @@ mod tests {
             "wasm_sandbox_session_cold_start_seconds_count 1",
             "wasm_sandbox_heartbeat_failures_total 1",
             "wasm_sandbox_lease_losses_total 1",
+            "wasm_sandbox_queue_depth 7",
+            "wasm_sandbox_queue_pending 2",
+            "wasm_sandbox_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    /// Issue 17: buckets started at 1 ms, so a 0.1 ms file tool call and a 0.12 ms session
+    /// start both fell in the first bucket. Now they resolve from 10 µs to 100 s.
+    #[test]
+    fn buckets_resolve_10us_to_100s() {
+        let b: Vec<f64> = duration_buckets().collect();
+        assert!(b[0] <= 1e-5, "{b:?}");
+        assert!(*b.last().unwrap() >= 100.0, "{b:?}");
+        let m = Metrics::new();
+        m.tool_time("read", 0.000_1);
+        m.session_cold_start.observe(0.000_12);
+        let text = m.encode();
+        // (le, cumulative count) of each bucket of `name`.
+        let buckets = |name: &str| -> Vec<(f64, u64)> {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| {
+                    let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                    let count = l.rsplit(' ').next()?.parse().ok()?;
+                    Some((le.parse().unwrap_or(f64::INFINITY), count))
+                })
+                .collect()
+        };
+        for (name, value) in [
+            ("wasm_sandbox_tool_duration_seconds_bucket", 0.000_1),
+            ("wasm_sandbox_session_cold_start_seconds_bucket", 0.000_12),
+        ] {
+            let b = buckets(name);
+            let below = b.iter().filter(|(le, _)| *le < value).collect::<Vec<_>>();
+            // Three or more buckets under the observation, all empty: it is resolved.
+            assert!(below.len() >= 3, "{name}: {b:?}");
+            assert!(below.iter().all(|(_, c)| *c == 0), "{name}: {b:?}");
+            assert!(
+                b.iter()
+                    .filter(|(le, _)| *le >= value)
+                    .all(|(_, c)| *c == 1),
+                "{name}: {b:?}"
+            );
+        }
+        let labels = BuildLabels::current();
+        assert_eq!(labels.version, env!("CARGO_PKG_VERSION"));
+        assert!(labels.wasmtime.starts_with("48."), "{labels:?}");
     }
 }

@@ -6,6 +6,20 @@
 //! missing. Session events are decoded from a `serde_json::Value` by their JSON `type`, and an
 //! event whose type this worker does not know is kept as [`EventBody::Other`] rather than
 //! rejected.
+//!
+//! Security (hostile event text): event JSON is written by the server from model output, so
+//! one event may hold text a strict parser refuses although it is valid JSON text — above
+//! all an unpaired UTF-16 surrogate escape (`"\ud800"`), which `serde_json` (like any parser
+//! producing Rust `String`s) rejects. Were such an event dropped, its call would never be
+//! answered; were the history page that holds it refused as a whole, every later event of the
+//! page would be lost with it (the session would stall). So events are decoded one by one
+//! ([`SessionEvent::parse`]; [`EventPage`] keeps each element's raw text), and an event the
+//! strict parse refuses gets a second, lenient pass ([`repair_lone_surrogates`]: each
+//! unpaired surrogate escape becomes `\ufffd`) that recovers its `type`, `id`, `name` and
+//! routing ids. A tool call decoded that way is *never run with the altered input*: it
+//! carries [`ToolUse::invalid_input`] and is answered with one `is_error` result
+//! ([`ToolUse::invalid_input_result`]); a call whose `id` or `name` itself needed repair
+//! cannot be answered faithfully and stays undecodable.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -296,11 +310,13 @@ pub struct SkillVersion {
 }
 
 /// One page of `GET /v1/sessions/{id}/events`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct EventPage {
-    /// Raw events; decoded one by one so one odd event does not sink the page.
+    /// Raw events, each kept as its JSON text (which accepts what a strict parse refuses, e.g.
+    /// a lone surrogate escape); decoded one by one with [`SessionEvent::parse`] so one odd
+    /// event does not sink the page.
     #[serde(default)]
-    pub data: Vec<Value>,
+    pub data: Vec<Box<serde_json::value::RawValue>>,
     /// Cursor of the next page; null or empty at the end.
     #[serde(default)]
     pub next_page: Option<String>,
@@ -395,6 +411,89 @@ pub struct ToolUse {
     pub session_thread_id: Option<String>,
     /// `true` for `agent.custom_tool_use`.
     pub custom: bool,
+    /// Set when the event's JSON text could only be decoded after a repair (e.g. a lone
+    /// surrogate escape replaced): `input` is then not what was sent, so the call must not
+    /// run; it is answered with [`ToolUse::invalid_input_result`]. Holds the reason.
+    pub invalid_input: Option<String>,
+}
+
+/// Prefix of the error text for a call whose input cannot be represented; the same wording the
+/// file-tools component uses for a request a strict parser refuses (`docs/deviations.md`).
+pub const INVALID_REQUEST_PREFIX: &str = "invalid request: ";
+
+impl ToolUse {
+    /// The text of the one `is_error` result a call with [`ToolUse::invalid_input`] gets.
+    pub fn invalid_input_result(reason: &str) -> String {
+        format!("{INVALID_REQUEST_PREFIX}{reason}")
+    }
+}
+
+/// The reason text for input that held the lone surrogate escape `escape` (e.g. `\ud800`).
+pub fn lone_surrogate_reason(escape: &str) -> String {
+    format!(
+        "the input holds a lone surrogate escape ({escape}), which is not a Unicode character; \
+         the call was not run"
+    )
+}
+
+/// Replaces every unpaired UTF-16 surrogate escape (`\uD800`–`\uDFFF` not forming a
+/// high+low pair) in JSON text with `\ufffd`. Returns `None` when there was none, else the
+/// repaired text and the first escape replaced (as written, e.g. `\ud800`).
+///
+/// A backslash only occurs inside JSON strings, where it always starts an escape, so scanning
+/// escape by escape without tracking string boundaries is exact for JSON text (for text that
+/// is not JSON the result is irrelevant: the parse fails either way).
+pub fn repair_lone_surrogates(text: &str) -> Option<(String, String)> {
+    fn hex4(b: &[u8]) -> Option<u16> {
+        let s = std::str::from_utf8(b.get(..4)?).ok()?;
+        u16::from_str_radix(s, 16).ok()
+    }
+    // The code unit of a `\uXXXX` escape starting at byte `i`, if there is one.
+    fn escape_at(b: &[u8], i: usize) -> Option<u16> {
+        if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
+            return None;
+        }
+        hex4(b.get(i + 2..)?)
+    }
+    let b = text.as_bytes();
+    let mut repaired = String::new();
+    let mut first: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = escape_at(b, i) else {
+            // `\"`, `\\`, `\n`, …: skip the escaped character (ASCII in valid JSON; a
+            // non-ASCII one is skipped byte by byte, never split, as only `\\` is looked at).
+            i += 2;
+            continue;
+        };
+        let lone = match unit {
+            0xD800..=0xDBFF => !matches!(escape_at(b, i + 6), Some(0xDC00..=0xDFFF)),
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if !lone {
+            // A plain escape, or a high surrogate with its low half (skip both).
+            i += if (0xD800..=0xDBFF).contains(&unit) {
+                12
+            } else {
+                6
+            };
+            continue;
+        }
+        first.get_or_insert_with(|| text[i..i + 6].to_owned());
+        repaired.push_str(&text[copied..i]);
+        repaired.push_str("\\ufffd");
+        i += 6;
+        copied = i;
+    }
+    let first = first?;
+    repaired.push_str(&text[copied..]);
+    Some((repaired, first))
 }
 
 /// The decoded body of a session event.
@@ -450,6 +549,10 @@ pub enum EventError {
     /// JSON, but not an object with a string `type`.
     #[error("event has no string `type`")]
     NoType,
+    /// A tool call whose `id` or `name` holds text that cannot be represented (a lone
+    /// surrogate escape): it cannot be answered faithfully.
+    #[error("`{0}` event has an unrepresentable `id` or `name`")]
+    Unrepresentable(String),
     /// A known type lacks a required field.
     #[error("`{kind}` event lacks `{field}`")]
     MissingField {
@@ -461,11 +564,30 @@ pub enum EventError {
 }
 
 impl SessionEvent {
-    /// Decodes one event from its SSE `data` text.
+    /// Decodes one event from its JSON text (an SSE frame's `data`, or one element of a
+    /// history page). Text a strict parse refuses because of lone surrogate escapes is
+    /// repaired and decoded again; a tool call decoded that way carries
+    /// [`ToolUse::invalid_input`] (see the module docs).
     pub fn parse(data: &str) -> Result<SessionEvent, EventError> {
-        let value: Value =
-            serde_json::from_str(data).map_err(|e| EventError::NotJson(e.to_string()))?;
-        SessionEvent::from_value(&value)
+        let strict_err = match serde_json::from_str::<Value>(data) {
+            Ok(value) => return SessionEvent::from_value(&value),
+            Err(e) => e,
+        };
+        let Some((repaired, escape)) = repair_lone_surrogates(data) else {
+            return Err(EventError::NotJson(strict_err.to_string()));
+        };
+        let value: Value = serde_json::from_str(&repaired)
+            .map_err(|_| EventError::NotJson(strict_err.to_string()))?;
+        let mut ev = SessionEvent::from_value(&value)?;
+        if let EventBody::ToolUse(tu) = &mut ev.body {
+            // The id is what the result must name, and the name picks the tool: neither may be
+            // a repaired stand-in.
+            if tu.id.contains('\u{fffd}') || tu.name.contains('\u{fffd}') {
+                return Err(EventError::Unrepresentable(ev.kind));
+            }
+            tu.invalid_input = Some(lone_surrogate_reason(&escape));
+        }
+        Ok(ev)
     }
 
     /// Decodes one event from JSON.
@@ -509,6 +631,7 @@ impl SessionEvent {
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned),
                     custom,
+                    invalid_input: None,
                 })
             }
             "user.tool_result" => EventBody::ToolResult {
@@ -661,6 +784,101 @@ mod tests {
             json!({"events": [{"type": "user.tool_result", "tool_use_id": "sevt_1",
                                "is_error": false, "content": [{"type": "text", "text": "hi"}]}]})
         );
+    }
+
+    #[test]
+    fn lone_surrogates_are_repaired_and_only_them() {
+        // Valid pairs, escaped backslashes and other escapes are left alone.
+        for ok in [
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":"\\ud800"}"#,
+            r#"{"a":"\n\"\u0041"}"#,
+            "{\"a\":\"é\\\\\"}",
+        ] {
+            assert_eq!(repair_lone_surrogates(ok), None, "{ok}");
+        }
+        let (fixed, first) =
+            repair_lone_surrogates(r#"{"a":"x\ud800y","b":"\uDC00","c":"\ud800\ud800\udc00"}"#)
+                .unwrap();
+        assert_eq!(first, r"\ud800");
+        assert_eq!(
+            fixed,
+            r#"{"a":"x\ufffdy","b":"\ufffd","c":"\ufffd\ud800\udc00"}"#
+        );
+        let v: Value = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(v["c"], "\u{fffd}\u{10000}");
+        // A high surrogate at the very end of the text.
+        assert_eq!(repair_lone_surrogates(r"\ud800").unwrap().0, r"\ufffd");
+    }
+
+    #[test]
+    fn a_tool_use_with_a_lone_surrogate_is_decoded_and_marked() {
+        let text = r#"{"type":"agent.tool_use","id":"sevt_1","name":"write","input":{"file_path":"a\ud800","content":"x"}}"#;
+        assert!(
+            serde_json::from_str::<Value>(text).is_err(),
+            "strict parse must refuse it"
+        );
+        let ev = SessionEvent::parse(text).unwrap();
+        let EventBody::ToolUse(tu) = ev.body else {
+            panic!("not a tool use")
+        };
+        assert_eq!(tu.id, "sevt_1");
+        assert_eq!(tu.name, "write");
+        let reason = tu.invalid_input.expect("marked as altered");
+        assert!(reason.contains(r"\ud800"), "{reason}");
+        assert!(ToolUse::invalid_input_result(&reason).starts_with("invalid request: "));
+        // A clean call is not marked.
+        let clean = SessionEvent::parse(
+            r#"{"type":"agent.tool_use","id":"b","name":"read","input":{"file_path":"\ufffd"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            clean.body,
+            EventBody::ToolUse(ToolUse {
+                invalid_input: None,
+                ..
+            })
+        ));
+        // The id itself cannot be repaired faithfully.
+        assert_eq!(
+            SessionEvent::parse(
+                r#"{"type":"agent.tool_use","id":"s\udc00","name":"read","input":{}}"#
+            ),
+            Err(EventError::Unrepresentable("agent.tool_use".into()))
+        );
+        // Other events keep their routing fields.
+        let r = SessionEvent::parse(r#"{"type":"user.tool_result","tool_use_id":"sevt_1","content":[{"type":"text","text":"\ud800"}]}"#).unwrap();
+        assert_eq!(
+            r.body,
+            EventBody::ToolResult {
+                tool_use_id: "sevt_1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_history_page_with_one_odd_event_yields_the_rest() {
+        let body = r#"{"data":[
+            {"type":"agent.tool_use","id":"a","name":"bash","input":{"command":"echo \ud800"}},
+            {"type":"agent.tool_use","id":"b","name":"bash","input":{"command":"ls"}},
+            {"type":"agent.tool_use","id":"\ud800"}
+        ],"next_page":null}"#;
+        let page: EventPage = serde_json::from_str(body).unwrap();
+        let evs: Vec<_> = page
+            .data
+            .iter()
+            .map(|r| SessionEvent::parse(r.get()))
+            .collect();
+        assert_eq!(evs.len(), 3);
+        let EventBody::ToolUse(a) = &evs[0].as_ref().unwrap().body else {
+            panic!()
+        };
+        assert!(a.invalid_input.is_some());
+        let EventBody::ToolUse(b) = &evs[1].as_ref().unwrap().body else {
+            panic!()
+        };
+        assert_eq!((b.id.as_str(), b.invalid_input.as_ref()), ("b", None));
+        assert!(evs[2].is_err());
     }
 
     #[test]

@@ -23,6 +23,11 @@
 //!   repeated. Retries follow jittered exponential backoff within the lease TTL (else 300 s);
 //!   a fatal 4xx gives up at once.
 //!
+//! A call whose event could only be decoded after repairing its JSON text (a lone surrogate
+//! escape in its input; see [`crate::proto`]) goes through the same gate and exactly-once
+//! bookkeeping, but never reaches the sandbox: it is answered with one `is_error` result
+//! `invalid request: …`.
+//!
 //! The runner ends on `session.status_terminated`/`session.deleted`, on a fatal stream error
 //! (401/403/404), after `max_idle` of idleness following a turn-ending `session.status_idle`
 //! (any stop reason but `requires_action`; held or running gated calls defer the countdown;
@@ -41,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::client::{ApiError, EventStream, ItemClient, StreamError};
+use crate::client::{ApiError, EventStream, History, ItemClient, StreamError};
 use crate::metrics::Metrics;
 use crate::proto::{EventBody, OutgoingEvent, Permission, SessionEvent, ToolUse, Verdict};
 use crate::sandbox::{SANDBOX_TOOLS, SandboxSession, ToolCall, ToolResult};
@@ -187,20 +192,84 @@ pub struct RunnerContext<S> {
 }
 
 /// An event stream opened, then the history read, ahead of the runner.
-pub type Prefetched = Result<(EventStream, Result<Vec<Value>, ApiError>), ApiError>;
+pub type Prefetched = Result<(EventStream, Result<History, ApiError>), ApiError>;
 
 /// A running [`prefetch_stream`] task (aborted when dropped).
 pub struct Prefetch(AbortOnDrop<Prefetched>);
 
+/// The answer to a work item's ack, as the item task sees it while its reads run ahead of it.
+///
+/// The worker starts the item's reads (session, event stream, history, skills, memory) at the
+/// same time as the ack (see [`crate::worker`]); this gate tells them whether the ack has been
+/// answered yet and how. `None` = not answered yet; a dropped sender counts as a failed ack.
+#[derive(Clone, Debug)]
+pub struct AckGate(tokio::sync::watch::Receiver<Option<bool>>);
+
+impl AckGate {
+    /// A gate and the sender that opens it (`Some(true)`: acked; `Some(false)`: the ack failed).
+    pub fn new() -> (tokio::sync::watch::Sender<Option<bool>>, AckGate) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, AckGate(rx))
+    }
+
+    /// A gate that is already open (the item was acked before it was handed over).
+    pub fn acked_already() -> AckGate {
+        let (_tx, rx) = tokio::sync::watch::channel(Some(true));
+        AckGate(rx)
+    }
+
+    /// Whether the ack has been answered (either way).
+    pub fn answered(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// Waits for the ack's answer: true once it succeeded, false if it failed (or its sender
+    /// went away without answering).
+    pub async fn acked(&mut self) -> bool {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(v) => *v == Some(true),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Runs an idempotent read that may go out before the item's ack was answered; if the control
+/// plane refused it (a fatal 4xx such as 401/403: the item's sessions token may only become
+/// valid once the ack lands) and the ack had not been answered when the read was sent, waits
+/// for the ack and, once it succeeded, sends the read once more. A read sent after the ack's
+/// answer is not retried here (its refusal is the real answer). Only reads go through this:
+/// nothing is ever *posted* before the ack.
+pub async fn read_after_ack<T, F, Fut>(gate: &mut AckGate, op: F) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let before_ack = !gate.answered();
+    match op().await {
+        Err(e) if before_ack && e.is_fatal() => {
+            tracing::debug!(error = %e, "a read sent before the ack's answer was refused; retrying it after the ack");
+            if gate.acked().await {
+                op().await
+            } else {
+                Err(e)
+            }
+        }
+        r => r,
+    }
+}
+
 /// Opens the session's event stream and then reads its history, in the background, so
-/// that both are ready when the runner starts (the worker does this while it creates the
-/// sandbox and installs skills). The order is the runner's own (stream first, so nothing
-/// appended between the two reads is missed).
-pub fn prefetch_stream(client: ItemClient) -> Prefetch {
+/// that both are ready when the runner starts (the worker starts this together with the ack,
+/// and it runs while the sandbox is created and skills are installed). The order is the
+/// runner's own (stream first, so nothing appended between the two reads is missed). Both are
+/// reads: a refusal met before the ack's answer is retried once after a successful ack
+/// ([`read_after_ack`]).
+pub fn prefetch_stream(client: ItemClient, gate: AckGate) -> Prefetch {
     Prefetch(AbortOnDrop(tokio::spawn(
         async move {
-            let stream = client.stream().await?;
-            let history = client.list_events().await;
+            let mut gate = gate;
+            let stream = read_after_ack(&mut gate, || client.stream()).await?;
+            let history = read_after_ack(&mut gate, || client.list_events()).await;
             Ok((stream, history))
         }
         .in_current_span(),
@@ -389,10 +458,10 @@ pub fn normalize_content(result: &ToolResult) -> Vec<Value> {
 }
 
 /// Whether `events` holds a `user.tool_result` for `id`.
-fn history_has_result(events: &[Value], id: &str) -> bool {
-    events.iter().any(|v| {
+fn history_has_result(events: &History, id: &str) -> bool {
+    events.iter().any(|e| {
         matches!(
-            SessionEvent::from_value(v).map(|e| e.body),
+            e.as_ref().map(|e| &e.body),
             Ok(EventBody::ToolResult { tool_use_id }) if tool_use_id == id
         )
     })
@@ -646,7 +715,7 @@ impl<S: SandboxSession> Runner<S> {
     /// Reads the full history and routes every unanswered call. Returns false if cancelled.
     /// Reads the history (or takes the one read right after this stream was opened) and
     /// queues what is unanswered.
-    async fn reconcile(&mut self, prefetched: Option<Result<Vec<Value>, ApiError>>) -> bool {
+    async fn reconcile(&mut self, prefetched: Option<Result<History, ApiError>>) -> bool {
         self.idle_may_be_stale = true;
         let cancel = self.ctx.cancel.clone();
         let listed = match prefetched {
@@ -667,8 +736,8 @@ impl<S: SandboxSession> Runner<S> {
         };
         let mut pending: Vec<ToolUse> = Vec::new();
         let mut last_ended_turn = false;
-        for raw in &history {
-            let ev = match SessionEvent::from_value(raw) {
+        for decoded in &history {
+            let ev = match decoded {
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!(error = %e, "reconcile: skipping an undecodable history event");
@@ -931,8 +1000,23 @@ impl<S: SandboxSession> Runner<S> {
         };
         let timeout = self.ctx.config.tool_timeout;
         let span = tracing::info_span!("tool", tool = %call.name, tool_use_id = %call.id);
+        let invalid_input = job.ev.invalid_input.clone();
         AbortOnDrop(tokio::spawn(
             async move {
+                // Input that could only be decoded after a repair (a lone surrogate escape) is
+                // not what the model sent: running it would act on altered text (e.g. write a
+                // U+FFFD file name). The call gets one error result instead and nothing reaches
+                // the sandbox.
+                if let Some(reason) = invalid_input {
+                    tracing::warn!(reason = %reason, "tool input cannot be represented; answering with an error");
+                    return PhaseDone::Exec(ExecDone {
+                        result: Some(Some(ToolResult::text(
+                            ToolUse::invalid_input_result(&reason),
+                            true,
+                        ))),
+                        duration: Duration::ZERO,
+                    });
+                }
                 tracing::info!("executing tool");
                 let start = Instant::now();
                 let result = tokio::time::timeout(timeout, sandbox.call_tool(&call))
@@ -1177,11 +1261,14 @@ mod tests {
 
     #[test]
     fn history_result_lookup() {
-        let h = vec![
+        let h: History = [
             json!({"type":"agent.tool_use","id":"a","name":"bash","input":{}}),
             json!({"type":"user.tool_result","tool_use_id":"a","content":[]}),
             json!("garbage"),
-        ];
+        ]
+        .iter()
+        .map(SessionEvent::from_value)
+        .collect();
         assert!(history_has_result(&h, "a"));
         assert!(!history_has_result(&h, "b"));
     }

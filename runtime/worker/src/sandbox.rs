@@ -3,7 +3,9 @@
 //! The production implementation is the core runtime (`wasm-sandbox-runtime`'s `Runtime` /
 //! `Session`, adapted in [`crate::core_adapter`]); tests and demos use [`testing::ScriptedSandbox`].
 //! The traits are deliberately tiny: create a sandbox rooted at a host directory, run one tool
-//! call at a time, close it (kill every process it started).
+//! call at a time, close it (kill every process it started). A provider also says what every
+//! session needs and this host lacks ([`SandboxProvider::unavailable`]); `/readyz` serves it as
+//! a 503 ([`crate::ops`]), so a host where bash cannot be sandboxed is not reported ready.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,10 +29,67 @@ pub struct SandboxSpec {
     pub memory_stores: Vec<wasm_sandbox_runtime::MemoryMount>,
 }
 
+/// Something every session needs that this host cannot provide, found when the provider was
+/// built. While a provider reports any, `/readyz` answers 503 with them ([`crate::ops`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Unavailable {
+    /// What is missing (`bash sandbox`).
+    pub what: String,
+    /// Why, as the probe found it.
+    pub reason: String,
+    /// What the operator can do about it.
+    pub fix: String,
+}
+
+/// What to do about an unusable bash sandbox, from the probe's reason. Shared by `/readyz` and
+/// `wasm-sandbox doctor`, so both give the same advice.
+pub fn sandbox_fix(report: &wasm_sandbox_native::SandboxReport) -> String {
+    let reason = report
+        .unavailable_reason
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|v| v.trim().to_owned());
+    if report.bwrap.is_none() || reason.contains("bwrap_path") || reason.contains("bubblewrap") {
+        return "install bubblewrap (`apt-get install bubblewrap`, `dnf install bubblewrap`) \
+                or point [runtime.bash] bwrap_path at it"
+            .to_owned();
+    }
+    if report.init.is_none() || (reason.contains("init") && reason.contains("not found")) {
+        return "install wasm-sandbox-init beside the wasm-sandbox binary, or set \
+                [runtime.bash] init_path or WASM_SANDBOX_INIT"
+            .to_owned();
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return "AppArmor restricts unprivileged user namespaces on this host: allow them for \
+                bwrap with an AppArmor profile (`userns,`) or set \
+                `sysctl kernel.apparmor_restrict_unprivileged_userns=0`; in a container, run \
+                with a seccomp/AppArmor profile that allows user namespaces (deploy/seccomp)"
+            .to_owned();
+    }
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return "user namespaces are disabled: `sysctl user.max_user_namespaces=15000`".to_owned();
+    }
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return "unprivileged user namespaces are disabled: \
+                `sysctl kernel.unprivileged_userns_clone=1`"
+            .to_owned();
+    }
+    "bubblewrap could not start a sandbox here; run `wasm-sandbox doctor` for details (user \
+     namespaces, AppArmor, seccomp of the container runtime)"
+        .to_owned()
+}
+
 /// Creates one sandbox per claimed session.
 pub trait SandboxProvider: Send + Sync + 'static {
     /// The sandbox type.
     type Session: SandboxSession;
+
+    /// What every session needs and this host lacks (empty: nothing). Read once, when the ops
+    /// endpoints start, for `/readyz`. Default: nothing.
+    fn unavailable(&self) -> Vec<Unavailable> {
+        Vec::new()
+    }
 
     /// Creates a fresh sandbox rooted at `spec.root`.
     fn create(

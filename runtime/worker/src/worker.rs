@@ -1,15 +1,50 @@
 //! The worker loop: poll → ack → per-item lifecycle, up to `concurrency` sessions at once
 //! (protocol §3.2–§4.3, §13.1).
 //!
-//! Per claimed session item: the heartbeat starts first (first beat at once), then the session
-//! is fetched (a terminated session is skipped), a fresh sandbox is created in its own directory
-//! `<workdir>/sessions/<work_id>`, the [`runner`](crate::runner) serves the session, and the
-//! teardown closes the sandbox (kills its processes) and removes the directory. The item is then
-//! force-stopped unless the lease was lost (412 or no good beat for a TTL), in which case it
-//! belongs to the queue or another worker and this worker sends nothing more for it. A lease
-//! that ends for any reason (lost, `stopping`/`stopped`, `lease_extended: false`, rejected)
-//! cancels the session run at once. Non-session items (`healthcheck`, unknown or missing kinds)
-//! are acked and force-stopped without a heartbeat, as the Python SDK does.
+//! Per claimed session item, in the order that keeps the critical path after the claim short
+//! (issue 16; every sequential round trip is 100–300 ms where workers run):
+//!
+//! 1. **Beside the ack.** As soon as the poll hands over an item, its task starts, and the poll
+//!    loop sends the ack. Everything that does not need the ack's answer starts at once, in
+//!    parallel with it: the event stream is opened and the history read
+//!    ([`runner::prefetch_stream`](crate::runner::prefetch_stream)), and the set-up chain
+//!    session fetch → (terminated? stop here) → session directory → memory download → sandbox
+//!    (pooled) → skills runs. All of it uses the item's sessions token and is *reads* plus
+//!    local work.
+//! 2. **After the ack succeeded**: the first heartbeat goes out at once; the runner starts
+//!    (with the prefetched stream and history), and only then can a tool run or a result be
+//!    posted. A read that the control plane refused (fatal 4xx, e.g. 401/403 for a token that
+//!    is not active yet) while the ack was unanswered is sent once more right after the ack
+//!    ([`runner::read_after_ack`](crate::runner::read_after_ack)) instead of failing the item.
+//! 3. **If the ack fails**, the item is not ours: the set-up is cancelled, the prefetched
+//!    stream dropped, the sandbox closed and its directory removed; nothing is sent for the
+//!    item beyond what a failed ack always got (a permanent failure: the loop's force-stop with
+//!    the environment key; a transient one: nothing, the loop backs off).
+//! 4. **Teardown beside the stop.** After the run, memory stores sync back first when there are
+//!    any (that needs the lease and the closed sandbox); then the stop and the local teardown
+//!    (sandbox close, skills removal, directory removal) run side by side, and the concurrency
+//!    slot is given back as soon as the local teardown is done, so the loop polls for the next
+//!    item while the stop is in flight. The item is force-stopped unless the lease was lost
+//!    (412 or no good beat for a TTL), in which case it belongs to the queue or another worker
+//!    and this worker sends nothing more for it.
+//!
+//! Why this is safe: the protocol's rules are about what the worker *does* with an item it has
+//! not been granted: it must not heartbeat, post, or run a tool for it. None of that happens
+//! before the ack succeeded: the heartbeat is spawned, and the runner started, only after the
+//! gate ([`AckGate`]) opened with success; before, only idempotent reads go out and the sandbox
+//! (which has run nothing) is prepared locally. A failed ack leaves no trace: the reads had no
+//! effect on the server and what was made locally is removed. The reference
+//! (`anthropic` 2.10.0 `lib/environments`) is sequential: ack → heartbeat → session → skills →
+//! stream → events list → result; here the critical path is ack ∥ (stream → events list) →
+//! result (`docs/deviations.md`, Worker). The stream is still opened before the history is read
+//! (nothing appended between the two reads can be missed). A terminated session is still
+//! ended without a sandbox and without running anything (its stream may have been opened
+//! beside the ack; it is dropped unread).
+//!
+//! A lease that ends for any reason (lost, `stopping`/`stopped`, `lease_extended: false`,
+//! rejected) cancels the session run (and a set-up still running) at once. Non-session items
+//! (`healthcheck`, unknown or missing kinds) are acked and force-stopped without a heartbeat,
+//! as the Python SDK does.
 //!
 //! Shutdown: [`Shutdown::drain`] stops polling, lets each running tool call finish and post its
 //! result, starts no new call, tears down and stops each item (force — the confirmation the
@@ -18,10 +53,33 @@
 //!
 //! Security: the session directory name comes from the server-issued work id, which is checked
 //! to be a plain path component (`[A-Za-z0-9_.-]`, not `.`/`..`) before use, so a hostile id
-//! cannot escape `<workdir>/sessions`. Directories are created `0700`. Removal uses
-//! `std::fs::remove_dir_all`, which never follows symbolic links (a link inside the tree, or the
-//! session root itself being a link, is unlinked, not traversed), so a sandbox that planted a
-//! link to a host path cannot make teardown delete outside its root.
+//! cannot escape `<workdir>/sessions`. Directories are created `0700`.
+//!
+//! Session directories are keyed by claim, not by work id: `<work_id>.<claim>` where `<claim>`
+//! is 16 random hex digits drawn when the item is claimed, and the directory is created with
+//! `mkdir` (never reused). The same work id can be claimed again while an earlier run of it is
+//! still tearing down (its lease was lost, the queue handed the item out again, to this worker);
+//! keyed by work id, the new run's set-up removed the old run's tree under it and the old run's
+//! teardown then deleted the new run's files. Keyed by claim, each run only ever removes what it
+//! created.
+//!
+//! Removal is [`wasm_sandbox_fs::tree::remove_tree`]: iterative (a 25,000-deep chain made by
+//! bash overflowed the stack of `std::fs::remove_dir_all` and aborted the worker), never
+//! following symbolic links (a link inside the tree, or the session root itself being a link,
+//! is unlinked, not traversed, so a sandbox that planted a link to a host path cannot make
+//! teardown delete outside its root), never opening a FIFO, and making `chmod 000` directories
+//! removable first, so a non-root worker does not leave the session's data behind.
+//!
+//! Start-up ([`claim_workdir`], called by `serve`): an exclusive `flock` on
+//! `<workdir>/.wasm-sandbox.lock` (a second worker on the same workdir refuses to start instead
+//! of sweeping a live worker's sessions), then a sweep of `<workdir>/sessions/*` (what a crashed
+//! run left: its sandboxes died with it, bubblewrap runs `--die-with-parent`), then, when the
+//! worker may mount, `<workdir>/sessions` is bind-mounted onto itself `nosuid,nodev`
+//! ([`wasm_sandbox_fs::mount`]) so no setuid file a session wrote can elevate anyone on the host.
+//! The sandbox pool lives in `<workdir>/sessions/.pool`, under the same mount (its directories
+//! are renamed into sessions'). A clean exit empties `sessions/` and unmounts; a worker killed
+//! outright leaves the mount, marked in the lock file, and the next worker on the workdir takes
+//! it over (and removes it at its own exit) instead of stacking another.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +87,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +97,10 @@ use crate::client::{Api, ClientTimeouts, EnvironmentClient, ItemClient};
 use crate::lease::{HeartbeatConfig, Lease, LeaseEnd, heartbeat_loop};
 use crate::metrics::Metrics;
 use crate::proto::{POLL_BLOCK_MS_MAX, Work, WorkSecret};
-use crate::runner::{AbortOnDrop, RunEnd, RunnerConfig, RunnerContext, ToolReport, run_session};
+use crate::runner::{
+    AbortOnDrop, AckGate, RunEnd, RunnerConfig, RunnerContext, ToolReport, read_after_ack,
+    run_session,
+};
 use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec};
 use crate::secret::Secret;
 
@@ -96,7 +157,7 @@ pub struct WorkerConfig {
     pub environment_key: Secret,
     /// Sent as `Anthropic-Worker-ID` on polls.
     pub worker_id: String,
-    /// Parent of the per-session directories (`<workdir>/sessions/<work_id>`).
+    /// Parent of the per-session directories (`<workdir>/sessions/<work_id>.<claim>`).
     pub workdir: PathBuf,
     /// Sessions served at once.
     pub concurrency: usize,
@@ -300,30 +361,220 @@ fn safe_component(id: &str) -> Option<&str> {
     ok.then_some(id)
 }
 
-/// Creates `<workdir>/sessions/<work_id>` afresh (0700), removing any leftover first.
+/// The directory below the workdir that holds every session directory (and the sandbox pool).
+pub const SESSIONS_DIR: &str = "sessions";
+
+/// The lock file in the workdir held by the worker serving it.
+pub const WORKDIR_LOCK: &str = ".wasm-sandbox.lock";
+
+/// Written to the lock file while this worker holds the `nosuid,nodev` mount of the sessions
+/// directory, so a successor can tell its predecessor's mount from an operator's.
+const MOUNT_MARKER: &str = "nosuid-mount";
+
+/// Creates this claim's own session directory `<workdir>/sessions/<work_id>.<claim>` (0700).
+///
+/// `<claim>` is fresh randomness per call, and the directory is created with `mkdir` (it must
+/// not exist), so two claims of the same work id never share, reuse or remove each other's
+/// directory.
 fn prepare_session_dir(workdir: &Path, work_id: &str) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
     let name = safe_component(work_id)
         .ok_or_else(|| anyhow::anyhow!("work id is not a safe directory name"))?;
-    let parent = workdir.join("sessions");
+    let parent = workdir.join(SESSIONS_DIR);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&parent)?;
-    let root = parent.join(name);
-    remove_session_dir(&root)?;
+    let claim = uuid::Uuid::new_v4().simple().to_string();
+    let root = parent.join(format!("{name}.{}", &claim[..16]));
     std::fs::DirBuilder::new().mode(0o700).create(&root)?;
     Ok(root)
 }
 
-/// Removes a session directory without following symbolic links.
+/// Removes a session directory (see the module docs: iterative, never follows a link, never
+/// blocks, makes locked directories removable).
 fn remove_session_dir(root: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(root) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(root),
-        // A link or a file where the directory should be: unlink it, never traverse it.
-        Ok(_) => std::fs::remove_file(root),
+    wasm_sandbox_fs::tree::remove_tree(root)
+}
+
+/// What a worker holds on its workdir while it serves: the exclusive lock, and the
+/// `nosuid,nodev` mount of `<workdir>/sessions` when it made one. Dropping it unmounts.
+#[derive(Debug)]
+pub struct WorkdirGuard {
+    lock: std::fs::File,
+    mount: Option<wasm_sandbox_fs::mount::NosuidMount>,
+    sessions: PathBuf,
+}
+
+impl WorkdirGuard {
+    /// `<workdir>/sessions`.
+    pub fn sessions_dir(&self) -> &Path {
+        &self.sessions
+    }
+
+    /// Whether this worker mounted (or took over) the `nosuid,nodev` mount of the sessions
+    /// directory.
+    pub fn mounted(&self) -> bool {
+        self.mount.is_some()
+    }
+}
+
+impl Drop for WorkdirGuard {
+    fn drop(&mut self) {
+        // Every session was torn down before the worker returned; what is left (the sandbox
+        // pool's directory) is this worker's own garbage. Still under the lock.
+        if let Err(e) = wasm_sandbox_fs::tree::clear_dir(&self.sessions) {
+            tracing::warn!(dir = %self.sessions.display(), error = %e, "could not empty the sessions directory at exit");
+        }
+        if self.mount.take().is_some() {
+            // The mount is gone: forget the marker so no successor adopts a mount that is not
+            // there (harmless if it did, but the lock file should say what is true).
+            let _ = write_lock_file(&self.lock, false);
+        }
+    }
+}
+
+fn write_lock_file(mut file: &std::fs::File, mounted: bool) -> std::io::Result<()> {
+    use std::io::{Seek as _, Write as _};
+    file.set_len(0)?;
+    file.rewind()?;
+    let marker = if mounted {
+        format!("{MOUNT_MARKER}\n")
+    } else {
+        String::new()
+    };
+    write!(file, "pid {}\n{marker}", std::process::id())
+}
+
+/// Takes the workdir for this worker: locks it, sweeps what a crashed predecessor left in
+/// `<workdir>/sessions`, and mounts that directory `nosuid,nodev` where this process may mount.
+///
+/// Fails (refusing to start) when another worker holds the workdir: sharing it would let this
+/// worker's sweep delete a live worker's sessions. The lock is an `flock` on
+/// `<workdir>/.wasm-sandbox.lock`, released by the kernel when the process exits however it
+/// exits, so a crashed worker never blocks its successor. Nothing in the workdir but
+/// `sessions/` (which only the worker writes) is swept. When mounting is not permitted (an
+/// unprivileged worker), that step is skipped with a logged reason.
+pub fn claim_workdir(workdir: &Path) -> anyhow::Result<WorkdirGuard> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(workdir)
+        .map_err(|e| anyhow::anyhow!("creating the workdir {}: {e}", workdir.display()))?;
+    let lock_path = workdir.join(WORKDIR_LOCK);
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", lock_path.display()))?;
+    let mut previous = String::new();
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let _ = lock.read_to_string(&mut previous);
+            let holder = previous
+                .lines()
+                .next()
+                .unwrap_or("")
+                .strip_prefix("pid ")
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "another wasm-sandbox worker{holder} is serving the workdir {}: {} is locked; \
+                 give each worker its own --workdir",
+                workdir.display(),
+                lock_path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("locking {}: {e}", lock_path.display())
+        }
+    }
+    let _ = lock.read_to_string(&mut previous);
+    let sessions = workdir.join(SESSIONS_DIR);
+    match std::fs::symlink_metadata(&sessions) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!(
+            "{} is not a directory; remove it or choose another --workdir",
+            sessions.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&sessions)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", sessions.display()))?;
+        }
+        Err(e) => anyhow::bail!("{}: {e}", sessions.display()),
+    }
+    match wasm_sandbox_fs::tree::clear_dir(&sessions) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            dir = %sessions.display(),
+            removed = n,
+            "removed stale session directories left by an earlier run"
+        ),
+        Err(e) => tracing::warn!(
+            dir = %sessions.display(),
+            error = %e,
+            "could not remove every stale session directory"
+        ),
+    }
+    let mount = mount_sessions_nosuid(&sessions, previous.lines().any(|l| l == MOUNT_MARKER));
+    write_lock_file(&lock, mount.is_some())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", lock_path.display()))?;
+    Ok(WorkdirGuard {
+        lock,
+        mount,
+        sessions,
+    })
+}
+
+/// Mounts `sessions` onto itself `nosuid,nodev` unless that is already in effect; takes over
+/// the mount a crashed predecessor left (`left_by_predecessor`: its lock file said so).
+fn mount_sessions_nosuid(
+    sessions: &Path,
+    left_by_predecessor: bool,
+) -> Option<wasm_sandbox_fs::mount::NosuidMount> {
+    use wasm_sandbox_fs::mount;
+    let in_effect = match mount::in_effect(sessions) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(dir = %sessions.display(), error = %e, "statvfs failed; not mounting the sessions directory nosuid,nodev");
+            return None;
+        }
+    };
+    if in_effect {
+        if left_by_predecessor && mount::is_mount_root(sessions).unwrap_or(false) {
+            tracing::info!(dir = %sessions.display(), "taking over the nosuid,nodev mount an earlier run left");
+            return Some(mount::NosuidMount::adopt(sessions));
+        }
+        tracing::info!(dir = %sessions.display(), "sessions directory is already nosuid,nodev");
+        return None;
+    }
+    match mount::bind_nosuid_nodev(sessions) {
+        Ok(m) => {
+            tracing::info!(dir = %sessions.display(), "mounted the sessions directory nosuid,nodev");
+            Some(m)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // Unprivileged: a session's files belong to this worker's uid, so no setuid-root
+            // file can come from one; the sandbox's seccomp filter denies setting the bits.
+            tracing::info!(
+                dir = %sessions.display(),
+                "not mounting the sessions directory nosuid,nodev: not permitted (needs CAP_SYS_ADMIN)"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(dir = %sessions.display(), error = %e, "could not mount the sessions directory nosuid,nodev");
+            None
+        }
     }
 }
 
@@ -460,9 +711,33 @@ impl<P: SandboxProvider> Worker<P> {
             let session_id = work.data.session_id().map(str::to_owned);
             tracing::info!(work_id = %work.id, session_id = session_id.as_deref().unwrap_or(""),
                 kind = work.data.kind.as_deref().unwrap_or(""), "claimed work");
+            // The item task starts now, before the ack is sent: it opens the event stream,
+            // reads the history and the session and sets up the sandbox while the ack is in
+            // flight, and does nothing that needs the ack (heartbeat, posts, tool calls) until
+            // the gate says the ack succeeded. The loop still awaits the ack itself, as before,
+            // so a slow ack holds up the next poll no longer than it did.
+            let (ack_tx, gate) = AckGate::new();
+            let span = tracing::info_span!(
+                "work",
+                work_id = %work.id,
+                session_id = session_id.as_deref().unwrap_or(""),
+            );
+            {
+                let shared2 = Arc::clone(&shared);
+                let shutdown2 = shutdown.clone();
+                let work = work.clone();
+                tasks.spawn(
+                    async move {
+                        handle_item(&shared2, work, claimed_at, &shutdown2, gate, permit).await;
+                    }
+                    .instrument(span),
+                );
+            }
             match shared.env.ack(&work.id).await {
                 Ok(()) => ack_attempt = 0,
                 Err(e) if e.is_fatal() => {
+                    // The item task drops what it started and removes its sandbox.
+                    let _ = ack_tx.send(Some(false));
                     tracing::error!(work_id = %work.id, error = %e, "ack failed permanently; force-stopping");
                     if let Err(e) = shared.env.stop(&work.id, true).await {
                         tracing::error!(work_id = %work.id, error = %e, "force-stop of unacked work failed");
@@ -470,10 +745,10 @@ impl<P: SandboxProvider> Worker<P> {
                     continue;
                 }
                 Err(e) => {
+                    let _ = ack_tx.send(Some(false));
                     ack_attempt += 1;
                     let wait = cfg.poll.backoff(ack_attempt);
                     tracing::warn!(work_id = %work.id, attempt = ack_attempt, error = %e, "ack failed; backing off");
-                    drop(permit);
                     if sleep_or(&shutdown.drain, wait).await {
                         break;
                     }
@@ -490,20 +765,8 @@ impl<P: SandboxProvider> Worker<P> {
                 session_id: session_id.clone(),
             });
             handled += 1;
-            let span = tracing::info_span!(
-                "work",
-                work_id = %work.id,
-                session_id = session_id.as_deref().unwrap_or(""),
-            );
-            let shared2 = Arc::clone(&shared);
-            let shutdown2 = shutdown.clone();
-            tasks.spawn(
-                async move {
-                    handle_item(&shared2, work, claimed_at, &shutdown2).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
+            // Opened only now, after `Claimed` was emitted, so observers see the claim first.
+            let _ = ack_tx.send(Some(true));
         }
         shared.status.draining.store(true, Ordering::Relaxed);
         if !tasks.is_empty() {
@@ -544,11 +807,17 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the item's lifecycle in order: set-up beside the ack, run, teardown beside the stop"
+)]
 async fn handle_item<P: SandboxProvider>(
     shared: &Arc<Shared<P>>,
     work: Work,
     claimed_at: Instant,
     shutdown: &Shutdown,
+    mut gate: AckGate,
+    permit: OwnedSemaphorePermit,
 ) {
     let cfg = &shared.config;
     // The per-item credential: the sessions token from the secret, else the environment key.
@@ -570,10 +839,15 @@ async fn handle_item<P: SandboxProvider>(
         credential,
     );
     let Some(session_id) = session_id else {
+        // Nothing to start ahead of the ack; a failed ack was handled by the poll loop.
+        if !gate.acked().await {
+            return;
+        }
         tracing::info!(
             kind = work.data.kind.as_deref().unwrap_or(""),
             "skipping a non-session work item; force-stopping it"
         );
+        drop(permit);
         let stop_sent =
             stop_item(&item, cfg.forced_stop_timeout.max(Duration::from_secs(10))).await;
         shared.emit(WorkerEvent::ItemDone {
@@ -592,13 +866,34 @@ async fn handle_item<P: SandboxProvider>(
     // Cancelled by a forced shutdown, or when the lease ends for a reason other than the run
     // finishing.
     let cancel = shutdown.force.child_token();
-    let mut heartbeat = {
+
+    // Everything that does not need the ack's answer starts now, beside the ack: the event
+    // stream and the history (one task), and the chain session fetch → memory download →
+    // sandbox → skills. All of it is reads and local set-up; nothing is posted and no tool
+    // runs until the ack succeeded (the runner starts only after it). The first heartbeat
+    // goes out as soon as the ack succeeded, whatever the set-up is doing then.
+    let prefetched = crate::runner::prefetch_stream(item.clone(), gate.clone());
+    // Cancelled when the ack fails: the set-up stops and removes what it made.
+    let setup_cancel = cancel.child_token();
+    let setup = set_up_session(
+        shared,
+        &work,
+        &session_id,
+        &item,
+        gate.clone(),
+        &setup_cancel,
+    );
+    let after_ack = async {
+        if !gate.acked().await {
+            setup_cancel.cancel();
+            return None;
+        }
         let item = item.clone();
         let lease = Arc::clone(&lease);
         let cancel = cancel.clone();
         let hb_cfg = cfg.heartbeat.clone();
         let metrics = Arc::clone(&shared.metrics);
-        AbortOnDrop(tokio::spawn(
+        Some(AbortOnDrop(tokio::spawn(
             async move {
                 heartbeat_loop(&item, &lease, &hb_cfg, &metrics).await;
                 if lease.end_reason() != Some(LeaseEnd::RunnerDone) {
@@ -606,40 +901,83 @@ async fn handle_item<P: SandboxProvider>(
                 }
             }
             .in_current_span(),
-        ))
+        )))
+    };
+    let (setup, heartbeat) = tokio::join!(setup, after_ack);
+    let Some(mut heartbeat) = heartbeat else {
+        // The ack failed: the item is not ours. Drop the stream, remove the sandbox and its
+        // directory; send nothing (the poll loop did what a failed ack calls for).
+        drop(prefetched);
+        if let Setup::Ready(ready) = setup {
+            teardown_local((*ready).leftover(true)).await;
+        }
+        tracing::info!("ack failed; dropped what was started for the item");
+        return;
     };
 
-    let run_end = serve_session(
-        shared,
-        &work,
-        &session_id,
-        &item,
-        &lease,
-        &cancel,
-        shutdown,
-        claimed_at,
-    )
-    .await;
+    let (run_end, leftover) = match setup {
+        Setup::Ready(ready) => {
+            let (end, left) = serve_session(
+                shared,
+                &work,
+                &session_id,
+                &item,
+                &lease,
+                &cancel,
+                shutdown,
+                claimed_at,
+                *ready,
+                prefetched,
+            )
+            .await;
+            (Some(end), Some(left))
+        }
+        Setup::Terminated => {
+            drop(prefetched);
+            tracing::info!("skipping the work item of a terminated session");
+            (None, None)
+        }
+        Setup::Failed => {
+            drop(prefetched);
+            (None, None)
+        }
+        Setup::Cancelled => {
+            drop(prefetched);
+            (Some(RunEnd::Cancelled), None)
+        }
+    };
 
     lease.finish(LeaseEnd::RunnerDone);
     if let Err(e) = (&mut heartbeat.0).await {
         tracing::error!(error = %e, "heartbeat task failed");
     }
     let lease_end = lease.end_reason();
-    let stop_sent = if lease.lost() {
-        tracing::info!(
-            lease_end = lease_end.map(LeaseEnd::as_str),
-            "lease lost; released the item without stopping it"
-        );
-        false
-    } else {
-        let bound = if shutdown.force.is_cancelled() {
-            cfg.forced_stop_timeout
-        } else {
-            Duration::from_secs(30)
-        };
-        stop_item(&item, bound).await
+    // The stop and the local teardown (sandbox close, skills, directory removal) run side by
+    // side: neither needs the other. The concurrency slot is given back as soon as the local
+    // teardown is done, so the poll loop may claim the next item while the stop is in flight.
+    let local = async move {
+        if let Some(left) = leftover {
+            teardown_local(left).await;
+        }
+        drop(permit);
     };
+    let stop = async {
+        if lease.lost() {
+            tracing::info!(
+                lease_end = lease_end.map(LeaseEnd::as_str),
+                "lease lost; released the item without stopping it"
+            );
+            false
+        } else {
+            let bound = if shutdown.force.is_cancelled() {
+                cfg.forced_stop_timeout
+            } else {
+                Duration::from_secs(30)
+            };
+            stop_item(&item, bound).await
+        }
+    };
+    let ((), stop_sent) = tokio::join!(local, stop);
     tracing::info!(
         run_end = run_end.map(RunEnd::as_str),
         lease_end = lease_end.map(LeaseEnd::as_str),
@@ -673,41 +1011,99 @@ async fn stop_item(item: &ItemClient, bound: Duration) -> bool {
     }
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the arguments are the item's context"
-)]
-async fn serve_session<P: SandboxProvider>(
+/// What the set-up made for a session, ready to run.
+struct Prepared<S> {
+    root: PathBuf,
+    sandbox: Arc<S>,
+    memory: Option<crate::memory::MemoryStores>,
+    skills: Option<wasm_sandbox_skills::SkillsManager>,
+}
+
+impl<S> Prepared<S> {
+    /// What is left to tear down locally (the memory stores are dropped: never synced back
+    /// for a run that did not happen).
+    fn leftover(self, close: bool) -> Leftover<S> {
+        Leftover {
+            root: self.root,
+            sandbox: close.then_some(self.sandbox),
+            skills: self.skills,
+        }
+    }
+}
+
+/// The local teardown of a session: no network.
+struct Leftover<S> {
+    root: PathBuf,
+    /// `None` once closed.
+    sandbox: Option<Arc<S>>,
+    skills: Option<wasm_sandbox_skills::SkillsManager>,
+}
+
+/// How the set-up ended.
+enum Setup<S> {
+    Ready(Box<Prepared<S>>),
+    /// The session is terminated: nothing was created.
+    Terminated,
+    /// Logged; the item is stopped (once acked).
+    Failed,
+    /// Cancelled (forced shutdown, lease ended, or the ack failed); what was made is removed.
+    Cancelled,
+}
+
+/// Closes the sandbox (kills its processes), removes the installed skills and the session
+/// directory.
+async fn teardown_local<S: SandboxSession>(left: Leftover<S>) {
+    if let Some(sandbox) = left.sandbox {
+        close_sandbox(sandbox.as_ref()).await;
+    }
+    if let Some(skills) = left.skills {
+        crate::skills::teardown(skills).await;
+    }
+    remove_dir_logged(left.root).await;
+}
+
+async fn close_sandbox<S: SandboxSession>(sandbox: &S) {
+    if tokio::time::timeout(Duration::from_secs(30), sandbox.close())
+        .await
+        .is_err()
+    {
+        tracing::error!("sandbox close timed out");
+    }
+}
+
+/// The session's set-up, run beside the ack: fetch the session (a terminated one stops here),
+/// then make its directory, download its memory stores, create the sandbox and install its
+/// skills. Reads only (and local work); `cancel` (the ack failed, a forced shutdown, the lease
+/// ended) stops it, and it removes what it made before returning [`Setup::Cancelled`].
+///
+/// The session fetch goes through [`read_after_ack`]: refused before the ack's answer, it is
+/// sent again after a successful ack. The memory and skill downloads use the same credential
+/// and start only after the session fetch succeeded, so the token is known to be accepted by
+/// then.
+async fn set_up_session<P: SandboxProvider>(
     shared: &Arc<Shared<P>>,
     work: &Work,
     session_id: &str,
     item: &ItemClient,
-    lease: &Arc<Lease>,
+    mut gate: AckGate,
     cancel: &CancellationToken,
-    shutdown: &Shutdown,
-    claimed_at: Instant,
-) -> Option<RunEnd> {
+) -> Setup<P::Session> {
     let cfg = &shared.config;
     let session = tokio::select! {
         biased;
-        () = cancel.cancelled() => return Some(RunEnd::Cancelled),
-        r = item.session() => r,
+        () = cancel.cancelled() => return Setup::Cancelled,
+        r = read_after_ack(&mut gate, || item.session()) => r,
     };
     let session = match session {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "session fetch failed");
-            return None;
+            return Setup::Failed;
         }
     };
     if session.is_terminated() {
-        tracing::info!("skipping the work item of a terminated session");
-        return None;
+        return Setup::Terminated;
     }
-    // Attach the event stream and read the history while the sandbox is set up below, so
-    // the first tool call can run as soon as the sandbox is ready (aborted if we bail out).
-    let prefetched = crate::runner::prefetch_stream(item.clone());
-
     let workdir = cfg.workdir.clone();
     let work_id = work.id.clone();
     let root =
@@ -715,11 +1111,11 @@ async fn serve_session<P: SandboxProvider>(
             Ok(Ok(root)) => root,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not prepare the session directory");
-                return None;
+                return Setup::Failed;
             }
             Err(e) => {
                 tracing::error!(error = %e, "session directory task failed");
-                return None;
+                return Setup::Failed;
             }
         };
     let has_token = work
@@ -737,11 +1133,11 @@ async fn serve_session<P: SandboxProvider>(
         Some(Err(e)) => {
             tracing::error!(error = %e, "memory store setup failed; failing the item");
             remove_dir_logged(root).await;
-            return None;
+            return Setup::Failed;
         }
         None => {
             remove_dir_logged(root).await;
-            return Some(RunEnd::Cancelled);
+            return Setup::Cancelled;
         }
     };
     let spec = SandboxSpec {
@@ -760,11 +1156,11 @@ async fn serve_session<P: SandboxProvider>(
         Some(Err(e)) => {
             tracing::error!(error = %format!("{e:#}"), "sandbox creation failed");
             remove_dir_logged(root).await;
-            return None;
+            return Setup::Failed;
         }
         None => {
             remove_dir_logged(root).await;
-            return Some(RunEnd::Cancelled);
+            return Setup::Cancelled;
         }
     };
     // Skills land in the workspace before the runner starts (the guest has run nothing yet).
@@ -776,17 +1172,60 @@ async fn serve_session<P: SandboxProvider>(
         m = installing => Some(m),
     };
     let Some(skills) = skills else {
-        if tokio::time::timeout(Duration::from_secs(30), sandbox.close())
-            .await
-            .is_err()
-        {
-            tracing::error!("sandbox close timed out");
-        }
-        drop(sandbox);
-        remove_dir_logged(root).await;
-        return Some(RunEnd::Cancelled);
+        teardown_local(Leftover {
+            root,
+            sandbox: Some(sandbox),
+            skills: None,
+        })
+        .await;
+        return Setup::Cancelled;
     };
+    if cancel.is_cancelled() {
+        teardown_local(Leftover {
+            root,
+            sandbox: Some(sandbox),
+            skills,
+        })
+        .await;
+        return Setup::Cancelled;
+    }
+    // Lets the sandbox prepare what the skills ship (precompiling components) beside the ack.
     sandbox.skills_installed(&workspace);
+    Setup::Ready(Box::new(Prepared {
+        root,
+        sandbox,
+        memory,
+        skills,
+    }))
+}
+
+/// Runs an acked, set-up session; returns how the run ended and what is left to tear down
+/// locally. The sandbox is closed here only when memory stores must be synced back after it
+/// (that needs the lease, so it goes before the stop); otherwise closing it is left to the
+/// local teardown, which runs beside the stop.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the item's context"
+)]
+async fn serve_session<P: SandboxProvider>(
+    shared: &Arc<Shared<P>>,
+    work: &Work,
+    session_id: &str,
+    item: &ItemClient,
+    lease: &Arc<Lease>,
+    cancel: &CancellationToken,
+    shutdown: &Shutdown,
+    claimed_at: Instant,
+    ready: Prepared<P::Session>,
+    prefetched: crate::runner::Prefetch,
+) -> (RunEnd, Leftover<P::Session>) {
+    let cfg = &shared.config;
+    let Prepared {
+        root,
+        sandbox,
+        memory,
+        skills,
+    } = ready;
     let cold_start = claimed_at.elapsed();
     shared
         .metrics
@@ -840,31 +1279,37 @@ async fn serve_session<P: SandboxProvider>(
     .await;
     tracing::info!(run_end = end.as_str(), "session run ended; tearing down");
 
-    // Teardown runs whatever ended the run; the heartbeat keeps the lease meanwhile.
-    if tokio::time::timeout(Duration::from_secs(30), sandbox.close())
-        .await
-        .is_err()
-    {
-        tracing::error!("sandbox close timed out");
-    }
-    drop(sandbox);
-    if let Some(syncer) = syncer {
-        memory_done.cancel();
-        match syncer.await {
-            Ok(stores) => stores.finish(Some(end)).await,
-            Err(e) => tracing::error!(error = %e, "memory sync task failed"),
+    // The heartbeat keeps the lease while the memory stores sync back.
+    let sandbox = match syncer {
+        Some(syncer) => {
+            // The sync reads what the session left: the sandbox must be closed first.
+            close_sandbox(sandbox.as_ref()).await;
+            memory_done.cancel();
+            match syncer.await {
+                Ok(stores) => stores.finish(Some(end)).await,
+                Err(e) => tracing::error!(error = %e, "memory sync task failed"),
+            }
+            None
         }
-    }
-    if let Some(skills) = skills {
-        crate::skills::teardown(skills).await;
-    }
-    remove_dir_logged(root).await;
-    Some(end)
+        None => Some(sandbox),
+    };
+    (
+        end,
+        Leftover {
+            root,
+            sandbox,
+            skills,
+        },
+    )
 }
 
 async fn remove_dir_logged(root: PathBuf) {
+    let started = Instant::now();
     match tokio::task::spawn_blocking(move || remove_session_dir(&root)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "session directory removed"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "could not remove the session directory"),
         Err(e) => tracing::error!(error = %e, "session directory removal task failed"),
     }
@@ -898,7 +1343,7 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("keep.txt"), "keep").unwrap();
         let root = prepare_session_dir(tmp.path(), "work_1").unwrap();
-        assert!(root.ends_with("sessions/work_1"));
+        assert!(root.parent().unwrap().ends_with("sessions"));
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
         std::fs::create_dir(root.join("sub")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("sub/link2")).unwrap();
@@ -910,12 +1355,95 @@ mod tests {
         remove_session_dir(&root).unwrap();
         assert!(std::fs::symlink_metadata(&root).is_err());
         assert!(outside.join("keep.txt").exists());
-        // A leftover directory is replaced by a fresh empty one.
-        let root = prepare_session_dir(tmp.path(), "work_1").unwrap();
-        std::fs::write(root.join("old"), "x").unwrap();
-        let root = prepare_session_dir(tmp.path(), "work_1").unwrap();
-        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
         assert!(prepare_session_dir(tmp.path(), "../escape").is_err());
+    }
+
+    /// Issue 11: keyed by work id, a re-claim of the same item during the first run's teardown
+    /// removed the first run's files at set-up, and the first teardown then removed the second
+    /// run's. Keyed by claim, each run has its own directory.
+    #[test]
+    fn two_claims_of_one_work_id_get_their_own_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = prepare_session_dir(tmp.path(), "work_1").unwrap();
+        std::fs::write(first.join("first.txt"), "1").unwrap();
+        let second = prepare_session_dir(tmp.path(), "work_1").unwrap();
+        assert_ne!(first, second, "two claims, two directories");
+        for root in [&first, &second] {
+            let name = root.file_name().unwrap().to_str().unwrap();
+            let claim = name.strip_prefix("work_1.").expect("<work_id>.<claim>");
+            assert_eq!(claim.len(), 16, "{name}");
+            assert!(claim.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(first.join("first.txt")).unwrap(),
+            "1",
+            "setting up the second claim left the first run's files alone"
+        );
+        std::fs::write(second.join("second.txt"), "2").unwrap();
+        remove_session_dir(&first).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(second.join("second.txt")).unwrap(),
+            "2",
+            "tearing down the first claim left the second run's files alone"
+        );
+    }
+
+    /// Start-up: stale session directories are swept (and nothing else in the workdir), the
+    /// workdir is locked against a second worker, and, as root, the sessions directory is
+    /// mounted nosuid,nodev until the guard is dropped.
+    #[test]
+    fn claim_workdir_sweeps_locks_and_mounts() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().join("w");
+        let stale = workdir.join("sessions/work_old.0123456789abcdef");
+        std::fs::create_dir_all(stale.join("workspace/locked/inner")).unwrap();
+        std::fs::write(stale.join("workspace/locked/inner/data"), "stale").unwrap();
+        std::fs::set_permissions(
+            stale.join("workspace/locked"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        std::fs::create_dir_all(workdir.join("sessions/.pool/p1-0/workspace")).unwrap();
+        let outside = tmp.path().join("outside.txt");
+        std::fs::write(&outside, "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, stale.join("workspace/link")).unwrap();
+        std::fs::write(workdir.join("operator-notes.txt"), "keep").unwrap();
+
+        let guard = claim_workdir(&workdir).unwrap();
+        assert_eq!(
+            std::fs::read_dir(workdir.join("sessions")).unwrap().count(),
+            0,
+            "stale session directories swept"
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(workdir.join("operator-notes.txt")).unwrap(),
+            "keep",
+            "nothing outside sessions/ is touched"
+        );
+        let err = claim_workdir(&workdir).unwrap_err().to_string();
+        assert!(
+            err.contains("another wasm-sandbox worker")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        let sessions = workdir.join("sessions");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root && !wasm_sandbox_fs::mount::in_effect(tmp.path()).unwrap() {
+            assert!(guard.mounted(), "root mounts the sessions directory");
+            assert!(wasm_sandbox_fs::mount::in_effect(&sessions).unwrap());
+        } else {
+            eprintln!("mount check skipped: not root, or the temp dir is already nosuid,nodev");
+        }
+        drop(guard);
+        assert!(
+            !wasm_sandbox_fs::mount::is_mount_root(&sessions).unwrap(),
+            "unmounted on drop"
+        );
+        let again = claim_workdir(&workdir).expect("the lock is released with the guard");
+        drop(again);
     }
 
     #[test]

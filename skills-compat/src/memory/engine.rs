@@ -16,11 +16,15 @@
 //! | same | gone | remove the local file (if it still holds the baseline bytes) |
 //! | changed | gone | re-create it on the server (writable) or keep it unsynced (read-only) |
 //!
-//! plus: a file the server refused (400/413, not UTF-8, not a regular file) is retried only
-//! after it changes; an upload whose response never came is settled against the next
-//! listing; read-only stores pull but never push or delete; a folder whose marker is missing or
-//! foreign while files remain is left alone; a folder (or marker) gone with no files, or all
-//! of two or more files gone at once, is re-downloaded rather than propagated as deletes.
+//! plus: a file the server refused (400/413) or the store would not read (over
+//! [`MAX_MEMORY_BYTES`], not a regular file, not UTF-8) is retried only after it changes — an
+//! over-size file is never read at all, so one session cannot make the worker hold its
+//! gigabytes (the reference reads it whole and lets the server answer 413); uploads hold at
+//! most [`UPLOAD_BYTES_IN_FLIGHT`] bytes of content across the process; an upload whose
+//! response never came is settled against the next listing; read-only stores pull but never
+//! push or delete; a folder whose marker is missing or foreign while files remain is left
+//! alone; a folder (or marker) gone with no files, or all of two or more files gone at once,
+//! is re-downloaded rather than propagated as deletes.
 //!
 //! [`sync_store`] and [`flush_store`] never fail: a failure is logged and reported in the
 //! returned report, as the reference logs and continues. [`download_store`] fails, and the
@@ -38,11 +42,24 @@ use std::io;
 use std::time::Instant;
 
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use super::{
-    DELETE_CORROBORATION, DeleteMode, FETCH_CONCURRENCY, MARKER_PATH, UPLOAD_CONCURRENCY,
-    delete_cap, marker_contents, marker_sha, sha256_hex,
+    DELETE_CORROBORATION, DeleteMode, FETCH_CONCURRENCY, MARKER_PATH, MAX_MEMORY_BYTES,
+    UPLOAD_BYTES_IN_FLIGHT, UPLOAD_CONCURRENCY, delete_cap, marker_contents, marker_sha,
+    sha256_hex,
 };
+
+/// The process-wide budget of file bytes held by uploads ([`UPLOAD_BYTES_IN_FLIGHT`]).
+/// Process-wide, not per store: the bound must hold however many sessions and stores flush
+/// at once, which is when a hostile session's files would otherwise add up.
+static UPLOAD_BUDGET: Semaphore = Semaphore::const_new(UPLOAD_BYTES_IN_FLIGHT);
+
+/// What one upload reserves before it reads: the most a read may return, plus the one byte
+/// that tells a file which grew past the cap while being read.
+const UPLOAD_RESERVATION: usize = MAX_MEMORY_BYTES as usize + 1;
+// One reservation must fit the budget, or an upload would wait forever.
+const _: () = assert!(UPLOAD_RESERVATION <= UPLOAD_BYTES_IN_FLIGHT);
 
 /// A memory as listed (`view=basic`: `content` is `None`) or fetched (`view=full`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,20 +96,25 @@ pub struct RemoteError {
 pub enum LocalRead {
     /// No such file.
     Missing,
-    /// The store will not read it: a symlink or non-regular file (the reason).
+    /// The store will not read it: a symlink, a non-regular file, or over
+    /// [`MAX_MEMORY_BYTES`] (the reason).
     Refused(String),
-    /// The file's bytes.
+    /// The file's bytes, at most [`MAX_MEMORY_BYTES`].
     Data(Vec<u8>),
 }
 
 /// The store's folder on disk, addressed by `/`-separated paths relative to its root.
 pub trait MemoryFolder: Sync {
     /// `{rel_path: sha256}` of every regular file (the marker included); an absent folder is
-    /// empty. Symlinks and other non-regular entries are skipped, never followed.
+    /// empty. Symlinks and other non-regular entries are skipped, never followed. A file over
+    /// [`MAX_MEMORY_BYTES`] may be given a stand-in that is not a SHA-256 (it changes when the
+    /// file does, and never equals a real digest), so it is never read to be hashed.
     fn scan(&self) -> impl Future<Output = io::Result<BTreeMap<String, String>>> + Send;
-    /// One file's sha256; `None` when absent; an error for a symlink or non-regular file.
+    /// One file's sha256 (or the stand-in of [`MemoryFolder::scan`]); `None` when absent; an
+    /// error for a symlink or non-regular file.
     fn hash_file(&self, rel: &str) -> impl Future<Output = io::Result<Option<String>>> + Send;
-    /// Reads one file for upload.
+    /// Reads one file for upload: never more than [`MAX_MEMORY_BYTES`] (a larger file is
+    /// [`LocalRead::Refused`], decided before reading), never blocking on a FIFO.
     fn read_file(&self, rel: &str) -> impl Future<Output = io::Result<LocalRead>> + Send;
     /// Writes one file atomically, creating directories below the root but never the root.
     fn write_file(&self, rel: &str, content: &str) -> impl Future<Output = io::Result<()>> + Send;
@@ -230,6 +252,9 @@ pub struct SyncReport {
     pub delete_capped: usize,
     /// Deletes suppressed by `disabled`.
     pub delete_suppressed: usize,
+    /// Paths the store would not read for upload (over [`MAX_MEMORY_BYTES`], not a regular
+    /// file, not UTF-8); retried only after they change.
+    pub refused_local: Vec<String>,
 }
 
 /// What a flush did.
@@ -241,6 +266,9 @@ pub struct FlushReport {
     pub not_uploaded: Vec<String>,
     /// Why nothing was uploaded, when the folder was distrusted or listing failed.
     pub skipped_reason: Option<String>,
+    /// Paths the store would not read for upload (over [`MAX_MEMORY_BYTES`], not a regular
+    /// file, not UTF-8); also listed in `not_uploaded`.
+    pub refused_local: Vec<String>,
 }
 
 /// A fatal download failure (the worker fails the work item).
@@ -424,6 +452,12 @@ struct UploadAttempt {
     outcome: Result<String, UploadFailure>,
 }
 
+impl UploadAttempt {
+    fn refused_locally(&self) -> bool {
+        matches!(self.outcome, Err(UploadFailure::LocalRefused(_)))
+    }
+}
+
 /// Reads and sends one file; a 404 on an update (deleted remotely since the listing) retries
 /// as a create. Touches no state.
 async fn attempt_upload(
@@ -435,7 +469,20 @@ async fn attempt_upload(
     let mut existing = existing;
     let mut sent_sha = None;
     loop {
+        // Reserve the most a read may hold before reading; keep only what was read, until the
+        // request is over (the body is built from it). The budget is never closed.
+        let Ok(mut permit) = UPLOAD_BUDGET.acquire_many(UPLOAD_RESERVATION as u32).await else {
+            return fail(
+                sent_sha,
+                existing,
+                UploadFailure::LocalIo(io::Error::other("closed")),
+            );
+        };
         let data = match folder.read_file(rel).await {
+            Ok(LocalRead::Data(data)) if data.len() as u64 > MAX_MEMORY_BYTES => {
+                // A folder breaking its contract must not break the budget's arithmetic.
+                return fail(sent_sha, existing, UploadFailure::LocalRefused(over_cap()));
+            }
             Ok(LocalRead::Data(data)) => data,
             Ok(LocalRead::Missing) => return fail(sent_sha, existing, UploadFailure::LocalMissing),
             Ok(LocalRead::Refused(reason)) => {
@@ -443,6 +490,7 @@ async fn attempt_upload(
             }
             Err(e) => return fail(sent_sha, existing, UploadFailure::LocalIo(e)),
         };
+        drop(permit.split(UPLOAD_RESERVATION - data.len()));
         let Ok(text) = String::from_utf8(data) else {
             return fail(
                 sent_sha,
@@ -466,6 +514,7 @@ async fn attempt_upload(
             Err(e) if existing.is_some() && e.status == Some(404) => existing = None,
             Err(e) => return fail(sent_sha, existing, UploadFailure::Remote(e)),
         }
+        drop(permit);
     }
 
     fn fail(
@@ -479,6 +528,11 @@ async fn attempt_upload(
             outcome: Err(failure),
         }
     }
+}
+
+/// Why the store will not upload an over-size file (the wording of [`LocalRead::Refused`]).
+pub(crate) fn over_cap() -> String {
+    format!("is larger than {MAX_MEMORY_BYTES} bytes, the most a memory holds; not read")
 }
 
 /// Applies an upload attempt to the state; the new baseline sha on success.
@@ -519,7 +573,16 @@ fn apply_upload(
                 UploadFailure::Remote(e) => e.to_string(),
                 UploadFailure::LocalMissing => String::new(),
             };
+            let local = matches!(failure, UploadFailure::LocalRefused(_));
             match local_sha {
+                Some(sha) if permanent && local => {
+                    state.refused.insert(rel.to_owned(), sha.to_owned());
+                    tracing::warn!(
+                        path = rel,
+                        memory_store_id = %id,
+                        "skipping this memory file, so it stays un-synced until it changes: {detail}"
+                    );
+                }
                 Some(sha) if permanent => {
                     state.refused.insert(rel.to_owned(), sha.to_owned());
                     tracing::warn!(
@@ -547,6 +610,9 @@ async fn upload(
     report: &mut SyncReport,
 ) -> Option<String> {
     let attempt = attempt_upload(folder, api, rel, existing).await;
+    if attempt.refused_locally() {
+        report.refused_local.push(rel.to_owned());
+    }
     let sha = apply_upload(state, rel, local_sha, attempt);
     if sha.is_some() {
         report.uploaded.push(rel.to_owned());
@@ -1028,6 +1094,9 @@ pub async fn flush_store(
         })
         .buffer_unordered(UPLOAD_CONCURRENCY);
     while let Some((rel, local_sha, attempt)) = results.next().await {
+        if attempt.refused_locally() {
+            report.refused_local.push(rel.clone());
+        }
         match apply_upload(state, &rel, Some(&local_sha), attempt) {
             Some(sha) => {
                 state.baseline.insert(rel.clone(), sha);
@@ -1038,6 +1107,7 @@ pub async fn flush_store(
     }
     report.uploaded.sort();
     report.not_uploaded.sort();
+    report.refused_local.sort();
     report
 }
 

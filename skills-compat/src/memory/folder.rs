@@ -10,6 +10,14 @@
 //!   (stricter than the reference, which lets the OS follow intermediate symlinks); listings
 //!   skip symlinks and non-regular files, reads refuse them, FIFOs never block
 //!   (`O_NONBLOCK`).
+//! - Size before content: every file is opened `O_NOFOLLOW | O_NONBLOCK` through the store's
+//!   directory handle and `fstat`ed *before* a byte is read. A file over
+//!   [`MAX_MEMORY_BYTES`] is never read: [`MemoryFolder::read_file`] refuses it, and
+//!   [`MemoryFolder::scan`] / [`MemoryFolder::hash_file`] give it a stand-in built from its
+//!   `fstat` (size, times, inode) instead of a digest. Reads stop at `MAX_MEMORY_BYTES + 1`
+//!   bytes, so a file that grows after the `fstat` is caught too. Bash can write files of any
+//!   size into a read-write store; this is what keeps them from becoming worker memory (or
+//!   minutes of hashing) at each sync.
 //! - Writes are atomic: a `.fs-<random>.tmp` file created with `O_EXCL | O_NOFOLLOW`, mode
 //!   `0600`, renamed over the target. Directories are created `0700`.
 //!
@@ -25,7 +33,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use sha2::{Digest, Sha256};
 
-use super::engine::{LocalRead, MemoryFolder};
+use super::MAX_MEMORY_BYTES;
+use super::engine::{LocalRead, MemoryFolder, over_cap};
 use super::hex;
 use crate::outputs::{OutputEntry, OutputsLimits, OutputsWalker};
 
@@ -99,7 +108,7 @@ impl CapStdFolder {
         let (parent, name) = self.parent_and_name()?;
         let parent = Dir::open_ambient_dir(parent, ambient_authority())?;
         match parent.symlink_metadata(name) {
-            Ok(meta) if meta.is_dir() => parent.remove_dir_all(name),
+            Ok(meta) if meta.is_dir() => wasm_sandbox_fs::tree::remove_tree_at(&parent, name),
             Ok(_) => parent.remove_file(name),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -157,7 +166,7 @@ impl CapStdFolder {
         for entry in walker {
             match entry.map_err(io::Error::other)? {
                 OutputEntry::File(file) => {
-                    out.insert(file.path, hash_reader(file.file)?);
+                    out.insert(file.path, content_sha(file.file)?);
                 }
                 OutputEntry::Skipped { .. } => {}
             }
@@ -233,7 +242,7 @@ impl CapStdFolder {
             Err(e) => return Err(e),
         };
         let result = match parent.symlink_metadata(name) {
-            Ok(meta) if meta.is_dir() => parent.remove_dir_all(name),
+            Ok(meta) if meta.is_dir() => wasm_sandbox_fs::tree::remove_tree_at(&parent, name),
             Ok(_) => parent.remove_file(name),
             Err(e) => Err(e),
         };
@@ -262,6 +271,43 @@ impl CapStdFolder {
     }
 }
 
+/// The file's SHA-256, or for a file over [`MAX_MEMORY_BYTES`] a stand-in from its `fstat`
+/// that changes whenever the file does (size, mtime, ctime, inode) and can never equal a
+/// digest (which is 64 hex digits): it is never read. At most `MAX_MEMORY_BYTES + 1` bytes are
+/// read even if the file grows meanwhile (its digest is then of a prefix, which the upload's
+/// own size check refuses).
+fn content_sha(file: std::fs::File) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata()?;
+    if meta.len() > MAX_MEMORY_BYTES {
+        return Ok(format!(
+            "over-size:{}:{}.{}:{}.{}:{}",
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.ino()
+        ));
+    }
+    hash_reader(file.take(MAX_MEMORY_BYTES + 1))
+}
+
+/// Reads a regular file for upload: refused without reading when `fstat` says it is over
+/// [`MAX_MEMORY_BYTES`]; never more than `MAX_MEMORY_BYTES + 1` bytes read.
+fn read_capped(file: std::fs::File) -> io::Result<LocalRead> {
+    let len = file.metadata()?.len();
+    if len > MAX_MEMORY_BYTES {
+        return Ok(LocalRead::Refused(over_cap()));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
+    file.take(MAX_MEMORY_BYTES + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_MEMORY_BYTES {
+        return Ok(LocalRead::Refused(over_cap()));
+    }
+    Ok(LocalRead::Data(data))
+}
+
 fn hash_reader(mut file: impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0_u8; 64 * 1024];
@@ -281,19 +327,19 @@ impl MemoryFolder for CapStdFolder {
 
     async fn hash_file(&self, rel: &str) -> io::Result<Option<String>> {
         let rel = rel.to_owned();
-        self.blocking(move |me| me.open_regular(&rel)?.map(hash_reader).transpose())
-            .await
+        self.blocking(move |me| {
+            me.open_regular(&rel)?
+                .map(|f| content_sha(f.into_std()))
+                .transpose()
+        })
+        .await
     }
 
     async fn read_file(&self, rel: &str) -> io::Result<LocalRead> {
         let rel = rel.to_owned();
         self.blocking(move |me| match me.open_regular(&rel) {
             Ok(None) => Ok(LocalRead::Missing),
-            Ok(Some(mut file)) => {
-                let mut data = Vec::new();
-                file.read_to_end(&mut data)?;
-                Ok(LocalRead::Data(data))
-            }
+            Ok(Some(file)) => read_capped(file.into_std()),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 let reason = e.to_string();
                 let reason = reason

@@ -1,9 +1,16 @@
 //! Memory stores: the reference's rules, without HTTP (`_memories.py`, `_file_store.py`;
 //! protocol.md §7).
 //!
-//! - **Where a store lands**: [`store_root`]: the resource's `mount_path` verbatim when it is
-//!   a clean absolute path (absolute, no `..`), an error when it is not, and
-//!   `<workdir>/memory/<name or id>` when it is missing.
+//! - **Where a store lands**: [`store_mount_path`], the one rule of
+//!   [`wasm_sandbox_fs::guest_path`]: the resource's `mount_path` (normalised) when it is an
+//!   absolute path below `/mnt/memory/` without `..`, an error when it is not, and
+//!   `/mnt/memory/<name or id>` when it is missing or empty.
+//! - **What is uploaded**: regular files of at most [`MAX_MEMORY_BYTES`] (the API's limit),
+//!   checked with `fstat` on an `O_NOFOLLOW | O_NONBLOCK` handle *before* any byte is read;
+//!   larger files and anything that is not a regular file are skipped with a warning and
+//!   counted ([`SyncReport::refused_local`], [`FlushReport::refused_local`]), never read.
+//!   At most [`UPLOAD_CONCURRENCY`] uploads per store are in flight, and at most
+//!   [`UPLOAD_BYTES_IN_FLIGHT`] bytes of file content across the whole process.
 //! - **When to sync**: [`SyncInterval`] (default 15 s, minimum 5 s, NaN refused) and
 //!   [`SyncSchedule`] (due when at least the interval has passed since the last sync).
 //! - **Delete discipline**: [`DeleteMode`] (`enabled` / `log_only` / `disabled`), the per-sync
@@ -19,11 +26,11 @@
 pub mod engine;
 pub mod folder;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+pub use wasm_sandbox_fs::guest_path::{GuestPathError, MemoryMountPath};
 
 pub use engine::{
     FlushReport, LocalRead, MemoryApi, MemoryFolder, RemoteError, RemoteMemory, StoreSyncState,
@@ -48,8 +55,21 @@ pub const LIST_PAGE_SIZE: u32 = 100;
 pub const FULL_LIST_PAGE_SIZE: u32 = 20;
 /// Concurrent content fetches in one store's pull pass.
 pub const FETCH_CONCURRENCY: usize = 16;
-/// Concurrent uploads in one store's flush.
+/// Concurrent uploads in one store's flush: the reference's number (`_UPLOAD_CONCURRENCY`,
+/// enough to clear the server's 2,000-memories-per-store cap inside [`FLUSH_TIMEOUT`]). The
+/// bytes those uploads hold are bounded separately by [`UPLOAD_BYTES_IN_FLIGHT`].
 pub const UPLOAD_CONCURRENCY: usize = 32;
+/// The largest memory the API stores, in bytes: "The maximum size is 100 kB (102,400 bytes)"
+/// (`memory_create_params.py` / `memory_update_params.py`, SDK 2.10.0). A larger local file is
+/// never read: the server would refuse it (413) anyway, and reading it is how one session
+/// could make the worker hold gigabytes.
+pub const MAX_MEMORY_BYTES: u64 = 102_400;
+/// File content held by uploads at once, across every store and session of the process
+/// (4 MiB: forty largest memories, far more small ones). Each upload reserves
+/// `MAX_MEMORY_BYTES + 1` before it reads and keeps only what it read until its request
+/// ends. The request body adds a bounded multiple of this (JSON escaping at most six bytes per
+/// byte), so the worker's upload memory stays in the tens of MiB whatever sessions write.
+pub const UPLOAD_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Floor of the per-sync delete cap.
 pub const DELETE_CAP_FLOOR: usize = 8;
 /// Ceiling of the per-sync delete cap.
@@ -64,23 +84,15 @@ pub enum MemoryConfigError {
     /// The sync interval is below the minimum or NaN.
     #[error("sync interval must be at least {MIN_SYNC_INTERVAL_SECS} seconds, got {0}")]
     IntervalTooShort(String),
-    /// The `mount_path` is not a clean absolute path.
-    #[error(
-        "memory store mount_path is not a clean absolute path: {mount_path:?} (memory_store_id={memory_store_id})"
-    )]
+    /// The store's guest path breaks the mount-path rule (a bad `mount_path`, or no usable
+    /// default name).
+    #[error("{source} (memory_store_id={memory_store_id})")]
     BadMountPath {
-        /// The path as given.
-        mount_path: String,
         /// The store.
         memory_store_id: String,
-    },
-    /// Neither the store name nor its id can name a directory.
-    #[error("memory store name {name:?} and id {memory_store_id:?} cannot name a directory")]
-    BadFallbackName {
-        /// The store name.
-        name: String,
-        /// The store id.
-        memory_store_id: String,
+        /// What the rule refused.
+        #[source]
+        source: GuestPathError,
     },
     /// An unknown delete mode.
     #[error("unknown memory delete mode {0:?} (expected enabled, log_only or disabled)")]
@@ -202,45 +214,23 @@ pub(crate) fn hex(digest: &[u8]) -> String {
     out
 }
 
-/// `FileStore.is_path_legal`: absolute and without a `..` component (hardening: no NUL).
-pub fn is_clean_absolute_path(path: &str) -> bool {
-    path.starts_with('/') && !path.split('/').any(|part| part == "..") && !path.contains('\0')
-}
-
-/// Where a store's files land on disk (`_memories.py:262-280`).
-///
-/// A non-empty `mount_path` is used verbatim when it is a clean absolute path and refused
-/// otherwise (the agent was told that path; relocating it would make it read an empty folder).
-/// Without one, `<workdir>/memory/<name or id>`. Hardening: the reference joins the store name
-/// unchecked; here it must be one plain path component, else the id is used (and the id must be
-/// one too).
-pub fn store_root(
+/// Where the agent sees a store (`_memories.py:262-280`, with this project's rule): the
+/// resource's `mount_path` normalised when it is absolute, below `/mnt/memory/` and free of
+/// `..`, refused otherwise (the agent was told that path; relocating it would make it read an
+/// empty folder); without one, `/mnt/memory/<name or id>`. The rule and its reasons are
+/// [`wasm_sandbox_fs::guest_path`]'s; the worker, the runtime and the bash sandbox apply the
+/// same one.
+pub fn store_mount_path(
     mount_path: Option<&str>,
     name: Option<&str>,
     memory_store_id: &str,
-    workdir: &Path,
-) -> Result<PathBuf, MemoryConfigError> {
-    if let Some(mount_path) = mount_path.filter(|p| !p.is_empty()) {
-        if !is_clean_absolute_path(mount_path) {
-            return Err(MemoryConfigError::BadMountPath {
-                mount_path: mount_path.to_owned(),
-                memory_store_id: memory_store_id.to_owned(),
-            });
+) -> Result<MemoryMountPath, MemoryConfigError> {
+    MemoryMountPath::resolve(mount_path, name, memory_store_id).map_err(|source| {
+        MemoryConfigError::BadMountPath {
+            memory_store_id: memory_store_id.to_owned(),
+            source,
         }
-        return Ok(PathBuf::from(mount_path));
-    }
-    let plain = |s: &str| !matches!(s, "" | "." | "..") && !s.contains('/') && !s.contains('\0');
-    let dir = match name.filter(|n| !n.is_empty()) {
-        Some(n) if plain(n) => n,
-        _ if plain(memory_store_id) => memory_store_id,
-        _ => {
-            return Err(MemoryConfigError::BadFallbackName {
-                name: name.unwrap_or_default().to_owned(),
-                memory_store_id: memory_store_id.to_owned(),
-            });
-        }
-    };
-    Ok(workdir.join("memory").join(dir))
+    })
 }
 
 #[cfg(test)]
@@ -316,10 +306,14 @@ mod tests {
 
     #[test]
     fn mount_path_rules() {
-        let wd = Path::new("/workspace");
+        let path = |m, n| store_mount_path(m, n, "ms_1").map(String::from);
         assert_eq!(
-            store_root(Some("/mnt/memory/prefs"), Some("prefs"), "ms_1", wd).unwrap(),
-            PathBuf::from("/mnt/memory/prefs")
+            path(Some("/mnt/memory/prefs"), Some("prefs")).unwrap(),
+            "/mnt/memory/prefs"
+        );
+        assert_eq!(
+            path(Some("/mnt/./memory/team//a..b/"), None).unwrap(),
+            "/mnt/memory/team/a..b"
         );
         for bad in [
             "mnt/memory/x",
@@ -327,29 +321,19 @@ mod tests {
             "/mnt/memory/..",
             "../x",
             "/a/\0",
+            "/workspace/notes",
         ] {
+            let err = path(Some(bad), None).unwrap_err();
             assert!(
-                matches!(
-                    store_root(Some(bad), None, "ms_1", wd),
-                    Err(MemoryConfigError::BadMountPath { .. })
-                ),
+                matches!(err, MemoryConfigError::BadMountPath { .. }),
                 "{bad:?}"
             );
+            assert!(err.to_string().contains("memory_store_id=ms_1"), "{err}");
         }
-        // `.` and `a..b` are fine: only a whole `..` component is refused.
-        assert!(store_root(Some("/mnt/./memory/a..b"), None, "ms_1", wd).is_ok());
-        assert_eq!(
-            store_root(None, Some("prefs"), "ms_1", wd).unwrap(),
-            PathBuf::from("/workspace/memory/prefs")
-        );
-        assert_eq!(
-            store_root(Some(""), Some(""), "ms_1", wd).unwrap(),
-            PathBuf::from("/workspace/memory/ms_1")
-        );
-        assert_eq!(
-            store_root(None, Some("../../etc"), "ms_1", wd).unwrap(),
-            PathBuf::from("/workspace/memory/ms_1")
-        );
-        assert!(store_root(None, Some(".."), "..", wd).is_err());
+        // Missing or empty: `/mnt/memory/<name or id>`, never `/mnt/memory//<name>`.
+        assert_eq!(path(None, Some("prefs")).unwrap(), "/mnt/memory/prefs");
+        assert_eq!(path(Some(""), Some("")).unwrap(), "/mnt/memory/ms_1");
+        assert_eq!(path(None, Some("../../etc")).unwrap(), "/mnt/memory/ms_1");
+        assert!(store_mount_path(None, Some(".."), "..").is_err());
     }
 }

@@ -113,9 +113,17 @@ def ensure_sdk() -> None:
 
 
 class Fake:
-    def __init__(self, binary: Path, extra_args: list[str]):
+    """A `serve-fake` process. With `tls=True` it serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN)
+    with a CA made at start-up: `ca_file` is that CA's PEM, for clients to trust (the SDK's
+    httpx client reads `SSL_CERT_FILE`; `wasm-sandbox serve --ca-cert FILE`); `ssl_context`
+    trusts it for the admin calls."""
+
+    def __init__(self, binary: Path, extra_args: list[str], tls: bool = False):
+        self.ca_dir = tempfile.mkdtemp(prefix="fake-ca-") if tls else None
+        self.ca_file: str | None = os.path.join(self.ca_dir, "ca.pem") if self.ca_dir else None
+        tls_args = ["--tls", "--ca-cert-out", self.ca_file] if self.ca_file else []
         self.proc = subprocess.Popen(
-            [str(binary), *extra_args],
+            [str(binary), *tls_args, *extra_args],
             stdout=subprocess.PIPE,
             stderr=None,
             text=True,
@@ -128,6 +136,11 @@ class Fake:
         self.environment_id: str = info["environment_id"]
         self.environment_key: str = info["environment_key"]
         self.api_key: str = info["api_key"]
+        self.ssl_context = None
+        if self.ca_file:
+            import ssl
+
+            self.ssl_context = ssl.create_default_context(cafile=self.ca_file)
 
     def admin(self, method: str, path: str, body: object | bytes | None = None) -> typing.Any:
         data = None
@@ -138,7 +151,7 @@ class Fake:
             data = json.dumps(body).encode()
             headers["content-type"] = "application/json"
         req = urllib.request.Request(f"{self.url}/_fake{path}", data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=self.ssl_context) as resp:
             return json.loads(resp.read())
 
     def enqueue(self, scenario: dict) -> tuple[str, str]:
@@ -151,6 +164,8 @@ class Fake:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if self.ca_dir:
+            shutil.rmtree(self.ca_dir, ignore_errors=True)
 
 
 def build_fake() -> Path:
@@ -575,6 +590,13 @@ def phase_worker(fake: Fake, args: argparse.Namespace) -> dict:
             check("managed-agents-2026-04-01" in beta, f"{r['method']} {path}: beta header {beta!r}")
         if path.endswith("/work/poll"):
             check("anthropic-worker-id" in r["headers"], "poll without Anthropic-Worker-ID")
+    if fake.ca_file:
+        conns = fake.admin("GET", "/connections")
+        check(bool(conns) and all(c["tls"] and not c["handshake_failed"] for c in conns),
+              f"every connection is TLS with a completed handshake ({conns[:3]})")
+        versions = sorted({r["http_version"] for r in requests if r["seq"] >= first_seq})
+        print(f"  over TLS: {len(conns)} connections, ALPN {sorted({str(c['alpn']) for c in conns})}, "
+              f"HTTP versions {versions}", flush=True)
     check(all(w["state"] == "stopped" for w in state["work"] if w["id"] in work_ids), "all items stopped")
     shutil.rmtree(root, ignore_errors=True)
     return summary
@@ -595,6 +617,10 @@ def main() -> int:
     ap.add_argument("--skip-shapes", action="store_true", help="skip phase 1")
     ap.add_argument("--no-extras", action="store_true", help="skip the generated skills+memory session")
     ap.add_argument("--json-out", type=Path, help="write the phase-2 summary here")
+    ap.add_argument("--tls", action="store_true",
+                    help="the fake serves HTTPS with a CA made at start-up (HTTP/2 and HTTP/1.1 by ALPN); "
+                         "the SDK trusts it through SSL_CERT_FILE, a --worker-command gets SSL_CERT_FILE "
+                         "and CA_CERT_FILE")
     ap.add_argument("--fake-arg", action="append", default=[],
                     help="extra serve-fake argument, e.g. --fake-arg=--lease-ttl-seconds=4 (repeatable)")
     args = ap.parse_args()
@@ -605,7 +631,11 @@ def main() -> int:
 
     print(f"anthropic {anthropic.__version__} on Python {sys.version.split()[0]}", flush=True)
     binary = args.fake_bin or build_fake()
-    fake = Fake(Path(binary), ["--ping-interval-ms", "5000", *args.fake_arg])
+    fake = Fake(Path(binary), ["--ping-interval-ms", "5000", *args.fake_arg], tls=args.tls)
+    if fake.ca_file:
+        # httpx (under the SDK's clients, made after this) trusts SSL_CERT_FILE's roots.
+        os.environ["SSL_CERT_FILE"] = fake.ca_file
+        os.environ["CA_CERT_FILE"] = fake.ca_file
     print(f"fake at {fake.url} environment {fake.environment_id}", flush=True)
     summary: dict = {}
     try:

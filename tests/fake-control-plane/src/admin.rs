@@ -7,7 +7,8 @@
 //! | route | effect |
 //! |---|---|
 //! | `GET /_fake/state` | summary: stats, work items, sessions, stops, heartbeats |
-//! | `GET /_fake/requests` | the request log |
+//! | `GET /_fake/requests` | the request log (with each request's connection and HTTP version) |
+//! | `GET /_fake/connections` | every accepted connection (TLS, ALPN protocol) |
 //! | `POST /_fake/sessions` | body: a scenario; answers `{"work_id", "session_id"}` |
 //! | `GET /_fake/sessions/{id}/report` | the scenario report |
 //! | `GET /_fake/sessions/{id}/results` | every posted tool result |
@@ -84,6 +85,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Body) -> R
     match (method, segs.as_slice()) {
         ("GET", ["_fake", "state"]) => ok(summary(shared)),
         ("GET", ["_fake", "requests"]) => ok(json!(shared.lock().requests)),
+        ("GET", ["_fake", "connections"]) => ok(json!(shared.lock().connections)),
         ("POST", ["_fake", "sessions"]) => {
             let text = String::from_utf8_lossy(&bytes);
             match Scenario::from_json(&text) {

@@ -17,12 +17,17 @@
 //! * **fault injection**: 5xx/4xx bursts per endpoint ([`Handle::fail_next`],
 //!   [`Handle::inject_failure`]), slow responses ([`Handle::delay`]), stream drops
 //!   ([`Handle::drop_stream_after`]), malformed frames ([`Handle::inject_malformed_event`]),
+//!   raw JSON text a `Value` cannot hold as a call's input, on the stream and in the history
+//!   (`raw_input` of a `tool_use` step, e.g. a lone surrogate escape `"\ud800"`),
 //!   a stolen lease ([`Handle::steal_lease`]), a stop mid-call ([`Handle::request_stop`] or the
 //!   `request_stop` script step), lease expiry ([`Handle::expire_lease`]);
 //! * **inspection**: every request ([`Handle::requests`]), every posted result, accepted or
 //!   refused ([`Handle::tool_results`]), stops, heartbeats, work and session state, and
 //!   [`Handle::wait_for`] to wait on any predicate with a timeout;
-//! * a **controllable clock** ([`Handle::advance_clock`]) for TTLs and reclaim windows.
+//! * a **controllable clock** ([`Handle::advance_clock`]) for TTLs and reclaim windows;
+//! * **plain HTTP or HTTPS** ([`FakeConfig::tls`]): with TLS a CA made at start-up
+//!   ([`Handle::ca_cert_pem`]) and ALPN `h2` + `http/1.1`; every request records its HTTP
+//!   version and connection, and [`Handle::connections`] lists the connections ([`transport`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,13 +50,13 @@ pub mod scenario;
 mod script;
 mod server;
 pub mod state;
+pub mod transport;
 pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -64,6 +69,7 @@ pub use record::{
 };
 pub use scenario::{Scenario, ScenarioError};
 pub use state::{CallState, ScriptStatus, State};
+pub use transport::{ConnectionRecord, TlsOptions};
 pub use wire::{QueueStats, Work, WorkState};
 
 use crate::clock::FakeClock;
@@ -108,6 +114,9 @@ pub struct FakeConfig {
     /// Serve the test-only `/_fake/*` admin API (default false; the `serve-fake` binary
     /// turns it on).
     pub admin_api: bool,
+    /// Serve HTTPS instead of plain HTTP (default `None`: plain). A fresh self-signed CA is
+    /// made at start-up ([`Handle::ca_cert_pem`]); ALPN offers `h2` and `http/1.1`.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for FakeConfig {
@@ -130,6 +139,7 @@ impl Default for FakeConfig {
             mint_secrets: true,
             sweep_interval: Duration::from_millis(50),
             admin_api: false,
+            tls: None,
         }
     }
 }
@@ -243,9 +253,13 @@ impl FakeControlPlane {
     /// # Errors
     /// When the address cannot be bound.
     pub async fn start(config: FakeConfig) -> Result<Handle, FakeError> {
+        let tls = match &config.tls {
+            Some(opts) => Some(Arc::new(transport::TlsMaterial::generate(opts)?)),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
-        let url = format!("http://{addr}");
+        let url = transport::base_url(addr, tls.is_some());
         let mut state = State::new(config.clone());
         state.base_url = url.clone();
         let (changed, _) = watch::channel(0u64);
@@ -258,29 +272,18 @@ impl FakeControlPlane {
             config,
         });
         let router = server::router(Arc::clone(&shared));
-        let mut stop_rx = shared.shutdown.subscribe();
-        let server = tokio::spawn(async move {
-            // TCP_NODELAY, as a real API front end has: without it, Nagle's algorithm holds a
-            // small SSE frame written while the previous one is still unacknowledged until the
-            // client's delayed ACK (~40 ms on Linux), which made the second tool call of every
-            // session ~40 ms slow whatever the worker.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|v| *v).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "fake control plane stopped serving");
-            }
-        });
+        let server = tokio::spawn(transport::accept_loop(
+            listener,
+            tls.clone(),
+            router,
+            Arc::clone(&shared),
+        ));
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared)));
         Ok(Handle {
             shared,
             url,
             addr,
+            ca_cert_pem: tls.map(|t| t.ca_pem.clone()),
             tasks: vec![server, sweeper],
         })
     }
@@ -327,6 +330,7 @@ pub struct Handle {
     shared: Arc<Shared>,
     url: String,
     addr: SocketAddr,
+    ca_cert_pem: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -339,7 +343,8 @@ impl Drop for Handle {
 impl Handle {
     // ------------------------------------------------------------ identity
 
-    /// Base URL, e.g. `http://127.0.0.1:41234` (set `ANTHROPIC_BASE_URL` to it).
+    /// Base URL, e.g. `http://127.0.0.1:41234`, or `https://127.0.0.1:41234` with TLS (set
+    /// `ANTHROPIC_BASE_URL` to it).
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
@@ -349,6 +354,13 @@ impl Handle {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// With TLS on: the PEM of the CA that signed the fake's certificate (made at start-up,
+    /// valid for a day), for clients to trust; `None` for plain HTTP.
+    #[must_use]
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_cert_pem.as_deref()
     }
 
     /// The environment id.
@@ -656,6 +668,12 @@ impl Handle {
     }
 
     // ------------------------------------------------------------ inspection
+
+    /// Every TCP connection accepted, in order (with TLS: its ALPN protocol).
+    #[must_use]
+    pub fn connections(&self) -> Vec<ConnectionRecord> {
+        self.shared.lock().connections.clone()
+    }
 
     /// Every request received, in order.
     #[must_use]

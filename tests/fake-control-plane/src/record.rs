@@ -59,6 +59,14 @@ pub struct RecordedRequest {
     pub body_len: usize,
     /// Response status (set once the response is built; for streams, the status line sent).
     pub status: Option<u16>,
+    /// Fake-clock time the response was built (for streams: its headers), set with `status`.
+    /// With the arrival times this shows which requests a client sent one after another.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub responded_at: Option<SystemTime>,
+    /// `HTTP/1.1`, `HTTP/2.0`, …
+    pub http_version: String,
+    /// The connection that carried it ([`crate::ConnectionRecord::id`]).
+    pub connection: Option<u64>,
 }
 
 impl RecordedRequest {
@@ -288,8 +296,15 @@ pub(crate) struct StreamFault {
     pub cut: StreamCut,
 }
 
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_endpoint<S: serde::Serializer>(e: &Option<Endpoint>, s: S) -> Result<S::Ok, S::Error> {

@@ -212,6 +212,11 @@ pub struct ToolUseStep {
     /// Tool input.
     #[serde(default)]
     pub input: Map<String, Value>,
+    /// JSON text sent verbatim as `input` on the wire (live stream and history) instead of
+    /// `input`: for text a strict parser refuses, e.g. `{"command": "echo \\ud800"}` (a lone
+    /// surrogate escape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_input: Option<String>,
     /// `allow` (default), `ask`, `deny`, any other string (sent as is), or `omit` to leave the
     /// field out.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -155,6 +155,11 @@ async fn run_steps(shared: &Shared, sid: &str, scenario: &Scenario) -> Result<()
                 {
                     let now = shared.now();
                     let mut s = shared.lock();
+                    if let Some(raw) = &t.raw_input {
+                        ev["input"] = s
+                            .raw_splice(sid, raw)
+                            .map_err(|e| Stop::Failed(e.message))?;
+                    }
                     let v = s
                         .append_event(sid, obj(ev), now)
                         .map_err(|e| Stop::Failed(e.message))?;

@@ -188,6 +188,12 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
             body: serde_json::from_slice(&bytes).ok(),
             body_len: bytes.len(),
             status: None,
+            responded_at: None,
+            http_version: format!("{:?}", parts.version),
+            connection: parts
+                .extensions
+                .get::<crate::transport::ConnectionId>()
+                .map(|c| c.0),
         });
         (seq, cred)
     };
@@ -200,7 +206,8 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) -> Response
         ),
         Some(route) => serve(&shared, seq, &route, &parts, &query, &bytes, &cred).await,
     };
-    shared.lock().set_status(seq, resp.status().as_u16());
+    let now = shared.now();
+    shared.lock().set_status(seq, resp.status().as_u16(), now);
     shared.bump();
     if let Ok(v) = HeaderValue::from_str(&request_id(seq)) {
         resp.headers_mut().insert("request-id", v);

@@ -7,8 +7,12 @@
 //! ```
 //!
 //! It prints one JSON line on stdout — `{"url", "environment_id", "environment_key",
-//! "api_key", "enqueued": [{"work_id", "session_id", "scenario"}]}` — then serves until
-//! SIGINT/SIGTERM. The `/_fake/*` admin API is on (see the crate docs of `admin`).
+//! "api_key", "ca_cert_pem", "enqueued": [{"work_id", "session_id", "scenario"}]}` — then
+//! serves until SIGINT/SIGTERM. The `/_fake/*` admin API is on (see the crate docs of `admin`).
+//!
+//! `--tls` serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a CA made at start-up: its PEM is
+//! `ca_cert_pem` in that line (`null` without `--tls`), and `--ca-cert-out FILE` also writes it
+//! to a file for clients to trust (`SSL_CERT_FILE`, `wasm-sandbox serve --ca-cert`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
-use wasm_sandbox_fake_control_plane::{FakeConfig, FakeControlPlane, Scenario};
+use wasm_sandbox_fake_control_plane::{FakeConfig, FakeControlPlane, Scenario, TlsOptions};
 
 #[derive(Parser)]
 #[command(about = "Serve a fake self-hosted environment control plane")]
@@ -49,6 +53,15 @@ struct Args {
     /// SSE keep-alive interval in milliseconds (0 = off).
     #[arg(long, default_value_t = 15_000)]
     ping_interval_ms: u64,
+    /// Serve HTTPS with a self-signed CA made at start-up (ALPN: h2, http/1.1).
+    #[arg(long)]
+    tls: bool,
+    /// With `--tls`: offer only http/1.1 by ALPN.
+    #[arg(long, requires = "tls")]
+    tls_http1_only: bool,
+    /// With `--tls`: also write the CA certificate (PEM) to this file.
+    #[arg(long, requires = "tls")]
+    ca_cert_out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -69,9 +82,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sse_ping_interval: (args.ping_interval_ms > 0)
             .then(|| Duration::from_millis(args.ping_interval_ms)),
         admin_api: true,
+        tls: args.tls.then_some(TlsOptions {
+            alpn_http1_only: args.tls_http1_only,
+        }),
         ..FakeConfig::default()
     };
     let fake = FakeControlPlane::start(config).await?;
+    if let (Some(path), Some(pem)) = (&args.ca_cert_out, fake.ca_cert_pem()) {
+        std::fs::write(path, pem)?;
+    }
     let mut enqueued = Vec::new();
     for _ in 0..args.repeat {
         for s in &scenarios {
@@ -85,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "environment_id": fake.environment_id(),
         "environment_key": fake.environment_key(),
         "api_key": fake.api_key(),
+        "ca_cert_pem": fake.ca_cert_pem(),
         "enqueued": enqueued,
     });
     let mut out = std::io::stdout().lock();

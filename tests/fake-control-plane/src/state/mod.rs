@@ -299,9 +299,21 @@ pub(crate) struct SessionEntry {
     /// Per event type, how many events of that type `await_event` steps have consumed
     /// (starts at the count present when the session was created).
     pub awaited: HashMap<String, usize>,
+    /// Raw JSON splices: (a placeholder string as serialized JSON, the raw JSON text written in
+    /// its place on the wire). Lets a scenario send text a `serde_json::Value` cannot hold, such
+    /// as a lone surrogate escape (`"\ud800"`), on the stream and in the history.
+    pub raw_splices: Vec<(String, String)>,
 }
 
 impl SessionEntry {
+    /// `text` (serialized JSON of this session's events) with every raw splice applied.
+    pub(crate) fn spliced(&self, mut text: String) -> String {
+        for (placeholder, raw) in &self.raw_splices {
+            text = text.replace(placeholder.as_str(), raw);
+        }
+        text
+    }
+
     fn to_wire(&self, environment_id: &str) -> Value {
         json!({
             "id": self.id,
@@ -443,6 +455,7 @@ pub struct State {
     pub(crate) skills: BTreeMap<String, Vec<SkillEntry>>,
     pub(crate) stores: BTreeMap<String, StoreEntry>,
     pub(crate) requests: Vec<RecordedRequest>,
+    pub(crate) connections: Vec<crate::transport::ConnectionRecord>,
     pub(crate) heartbeats: Vec<HeartbeatRecord>,
     pub(crate) stops: Vec<StopRecord>,
     pub(crate) results: Vec<PostedResult>,
@@ -481,6 +494,7 @@ impl State {
             skills: BTreeMap::new(),
             stores: BTreeMap::new(),
             requests: Vec::new(),
+            connections: Vec::new(),
             heartbeats: Vec::new(),
             stops: Vec::new(),
             results: Vec::new(),
@@ -670,10 +684,47 @@ impl State {
         }
     }
 
-    pub(crate) fn set_status(&mut self, seq: u64, status: u16) {
+    pub(crate) fn set_status(&mut self, seq: u64, status: u16, now: SystemTime) {
         if let Some(r) = self.requests.iter_mut().rev().find(|r| r.seq == seq) {
             r.status = Some(status);
+            r.responded_at = Some(now);
         }
+    }
+
+    /// Records an accepted connection; returns its number.
+    pub(crate) fn record_connection(
+        &mut self,
+        peer: std::net::SocketAddr,
+        tls: bool,
+        now: SystemTime,
+    ) -> u64 {
+        let id = self.connections.len() as u64 + 1;
+        self.connections.push(crate::transport::ConnectionRecord {
+            id,
+            at: now,
+            peer: peer.to_string(),
+            tls,
+            alpn: None,
+            handshake_failed: false,
+        });
+        id
+    }
+
+    pub(crate) fn connection_alpn(&mut self, id: u64, alpn: Option<String>) {
+        if let Some(c) = self.connections.iter_mut().find(|c| c.id == id) {
+            c.alpn = alpn;
+        }
+    }
+
+    pub(crate) fn connection_handshake_failed(&mut self, id: u64) {
+        if let Some(c) = self.connections.iter_mut().find(|c| c.id == id) {
+            c.handshake_failed = true;
+        }
+    }
+
+    /// Every accepted connection, in order.
+    pub fn connections(&self) -> &[crate::transport::ConnectionRecord] {
+        &self.connections
     }
 
     pub(crate) fn take_failure(

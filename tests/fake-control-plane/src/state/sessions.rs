@@ -65,6 +65,7 @@ impl State {
             work_ids: Vec::new(),
             scenario_name: scenario.name.clone(),
             awaited: HashMap::new(),
+            raw_splices: Vec::new(),
         };
         self.sessions.insert(id.clone(), entry);
         if let Some(prompt) = &scenario.prompt {
@@ -205,7 +206,7 @@ impl State {
             _ => {}
         }
         let value = Value::Object(event);
-        let frame = wire::sse_frame(&kind, &value.to_string());
+        let frame = wire::sse_frame(&kind, &session.spliced(value.to_string()));
         let _ = session.tx.send(StreamMsg::Event(Bytes::from(frame)));
         session.events.push(value.clone());
         session.updated_at = now;
@@ -241,7 +242,26 @@ impl State {
             Some("desc") => events.reverse(),
             Some(other) => return Err(ApiError::bad_request(format!("invalid order {other:?}"))),
         }
-        Reply::json(&paginate(events, start, limit, "evp_"))
+        let page = paginate(events, start, limit, "evp_");
+        if session.raw_splices.is_empty() {
+            return Reply::json(&page);
+        }
+        let text = serde_json::to_string(&page)
+            .map_err(|e| ApiError::new(500, "api_error", format!("serialising reply: {e}")))?;
+        Ok(Reply::Bytes {
+            content_type: "application/json",
+            body: Bytes::from(session.spliced(text)),
+        })
+    }
+
+    /// Registers `raw` (JSON text, sent verbatim) for a session and returns the placeholder
+    /// value to put into an event in its place (see [`SessionEntry::raw_splices`]).
+    pub(crate) fn raw_splice(&mut self, session_id: &str, raw: &str) -> Result<Value, ApiError> {
+        let session = self.session_mut(session_id)?;
+        let placeholder = format!("\u{1}fake-raw-splice-{}\u{1}", session.raw_splices.len());
+        let quoted = Value::String(placeholder.clone()).to_string();
+        session.raw_splices.push((quoted, raw.to_owned()));
+        Ok(Value::String(placeholder))
     }
 
     pub(super) fn send_events_call(&mut self, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
