@@ -296,9 +296,11 @@ fn runtime_start_sweeps_stale_bridge_dirs_and_the_compile_cache() {
     );
 
     let cache = tempfile::tempdir().unwrap();
-    let junk = cache.path().join("cmd-old.cwasm");
+    // Names as the cache writes them (`<label>-<sha-256>-<engine hash>`): only those are swept.
+    let stem = |c: char| format!("cmd-{}-{:016x}", c.to_string().repeat(64), 1);
+    let junk = cache.path().join(format!("{}.cwasm", stem('a')));
     std::fs::write(&junk, vec![0u8; 4 << 20]).unwrap();
-    let tmp = cache.path().join(format!("cmd-x.tmp{dead}"));
+    let tmp = cache.path().join(format!("{}.tmp{dead}", stem('b')));
     std::fs::write(&tmp, "partial").unwrap();
 
     let mut config = crate::common::config();

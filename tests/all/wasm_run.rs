@@ -470,6 +470,20 @@ fn compilation_runs_in_a_bounded_helper_process() {
         .to_string();
     assert!(err.contains("compile_cpu_seconds"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // The refusal is remembered: the same bytes again cost no second compile (a session
+    // re-running a compile bomb must not cost the worker its CPU limit each time).
+    let t = Instant::now();
+    let again = rt
+        .command_by_content(&wasm("spin"))
+        .err()
+        .expect("still refused")
+        .to_string();
+    assert_eq!(again, err);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "no second compile: {:?}",
+        t.elapsed()
+    );
 
     // One that floods stdout is cut off at the output cap.
     let flood = script(

@@ -308,6 +308,8 @@ async fn start_up_sweeps_stale_sessions_locks_the_workdir_and_mounts_nosuid() {
     let stale = workdir.join("sessions/work_crashed.0123456789abcdef");
     std::fs::create_dir_all(stale.join("workspace/locked/inner")).unwrap();
     std::fs::write(stale.join("workspace/locked/inner/data"), "stale").unwrap();
+    // What a crashed earlier run leaves: its sessions folder carries the owner marker.
+    std::fs::write(workdir.join("sessions/.wasm-sandbox-sessions"), "").unwrap();
     std::fs::set_permissions(
         stale.join("workspace/locked"),
         std::fs::Permissions::from_mode(0o000),
@@ -317,6 +319,11 @@ async fn start_up_sweeps_stale_sessions_locks_the_workdir_and_mounts_nosuid() {
     std::fs::write(&outside, "keep").unwrap();
     std::os::unix::fs::symlink(&outside, stale.join("workspace/link")).unwrap();
     std::fs::write(workdir.join("notes.txt"), "keep").unwrap();
+    // Issue 17: `serve` used to delete `<workdir>/pool` at every start. A folder of that name
+    // that the worker did not create is foreign and must survive (its pool lives under
+    // `sessions/.pool` now).
+    std::fs::create_dir_all(workdir.join("pool/mine")).unwrap();
+    std::fs::write(workdir.join("pool/mine/data"), "keep").unwrap();
 
     let (work_id, session_id) = fake.enqueue_session(slow_bash("m", 3.0));
     let first = serve(&fake, &workdir, 1);
@@ -330,6 +337,11 @@ async fn start_up_sweeps_stale_sessions_locks_the_workdir_and_mounts_nosuid() {
         std::fs::read_to_string(workdir.join("notes.txt")).unwrap(),
         "keep",
         "nothing outside sessions/ is touched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workdir.join("pool/mine/data")).unwrap(),
+        "keep",
+        "a foreign pool/ folder survives serve"
     );
 
     // A second worker on the same workdir refuses to start (and sweeps nothing).

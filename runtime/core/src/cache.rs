@@ -123,6 +123,11 @@ pub(crate) fn sweep(dir: &Path, max_bytes: u64, keep: Option<&Path>) {
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        // Only names this module makes are touched: an operator's explicit `cache_dir` may
+        // hold other files.
+        if !ours(&name) {
+            continue;
+        }
         if let Some(pid) = tmp_writer(&name) {
             let old = now.duration_since(modified).unwrap_or_default() > STALE_TMP;
             if old || !process_alive(pid) {
@@ -143,6 +148,28 @@ pub(crate) fn sweep(dir: &Path, max_bytes: u64, keep: Option<&Path>) {
             total = total.saturating_sub(len);
         }
     }
+}
+
+/// Whether `name` is one this module writes: `<label>-<64 hex>-<16 hex>.cwasm`, or that stem
+/// with `.tmp<pid>` instead of `.cwasm`.
+fn ours(name: &str) -> bool {
+    let stem = match name.strip_suffix(".cwasm") {
+        Some(stem) => stem,
+        None => match tmp_writer(name) {
+            Some(_) => name.rsplit_once(".tmp").map_or("", |(stem, _)| stem),
+            None => return false,
+        },
+    };
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut parts = stem.rsplitn(3, '-');
+    let (Some(engine), Some(digest), Some(label)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    hex(engine, 16)
+        && hex(digest, 64)
+        && !label.is_empty()
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
 }
 
 /// The writer's pid of a temp file this module names `<stem>.tmp<pid>`.
@@ -171,6 +198,11 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A name stem as `load_cached` writes it: `cmd-<sha-256>-<engine hash>`.
+    fn stem(n: u8) -> String {
+        format!("cmd-{}-{:016x}", format!("{n:x}").repeat(64), u64::from(n))
+    }
+
     fn file(dir: &Path, name: &str, len: usize, age_s: u64) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, vec![0u8; len]).unwrap();
@@ -188,20 +220,32 @@ mod tests {
     fn sweep_evicts_least_recently_used_files_and_stale_temp_files() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        let oldest = file(dir, "cmd-a.cwasm", 400, 300);
-        let middle = file(dir, "cmd-b.cwasm", 400, 200);
-        let newest = file(dir, "cmd-c.cwasm", 400, 100);
-        let just_written = file(dir, "cmd-d.cwasm", 400, 1000);
+        let oldest = file(dir, &format!("{}.cwasm", stem(1)), 400, 300);
+        let middle = file(dir, &format!("{}.cwasm", stem(2)), 400, 200);
+        let newest = file(dir, &format!("{}.cwasm", stem(3)), 400, 100);
+        let just_written = file(dir, &format!("{}.cwasm", stem(4)), 400, 1000);
         // A temp file of a dead writer (a crash between write and rename), one of a
         // live writer (this process) and one too old whoever wrote it.
         let mut dead = std::process::Command::new("true").spawn().unwrap();
         let dead_pid = dead.id();
         dead.wait().unwrap();
-        let crashed = file(dir, &format!("cmd-e.cwasm.tmp{dead_pid}"), 10, 0);
-        let live = file(dir, &format!("cmd-f.tmp{}", std::process::id()), 10, 0);
-        let ancient = file(dir, &format!("cmd-g.tmp{}", std::process::id()), 10, 7200);
-        // Not ours: left alone.
+        let crashed = file(dir, &format!("{}.tmp{dead_pid}", stem(5)), 10, 0);
+        let live = file(
+            dir,
+            &format!("{}.tmp{}", stem(6), std::process::id()),
+            10,
+            0,
+        );
+        let ancient = file(
+            dir,
+            &format!("{}.tmp{}", stem(7), std::process::id()),
+            10,
+            7200,
+        );
+        // Not ours: left alone, whatever they are called.
         let other = file(dir, "notes.txt", 5000, 9000);
+        let foreign_cwasm = file(dir, "someone-elses.cwasm", 5000, 9000);
+        let foreign_tmp = file(dir, &format!("data.tmp{dead_pid}"), 10, 9000);
         std::os::unix::fs::symlink(&other, dir.join("link.cwasm")).unwrap();
 
         sweep(dir, 1000, Some(&just_written));
@@ -209,14 +253,35 @@ mod tests {
         assert!(newest.exists() && just_written.exists());
         assert!(!crashed.exists() && !ancient.exists());
         assert!(live.exists() && other.exists());
+        assert!(foreign_cwasm.exists() && foreign_tmp.exists());
         assert!(dir.join("link.cwasm").symlink_metadata().is_ok());
 
         // A hit refreshes a file: the other one goes next.
         touch(&newest);
-        let newer = file(dir, "cmd-h.cwasm", 400, 0);
+        let newer = file(dir, &format!("{}.cwasm", stem(8)), 400, 0);
         sweep(dir, 1000, None);
         assert!(newest.exists() && newer.exists());
         assert!(!just_written.exists());
+    }
+
+    #[test]
+    fn only_our_names_are_swept() {
+        assert!(ours(&format!("{}.cwasm", stem(1))));
+        assert!(ours(&format!("{}.tmp42", stem(1))));
+        assert!(ours(&format!(
+            "file-tools-{}-{:016x}.cwasm",
+            "a".repeat(64),
+            7
+        )));
+        for not in [
+            "notes.cwasm",
+            "cmd-a.cwasm",
+            "data.tmp12",
+            &format!("cmd-{}-{:016x}.cwasm.bak", "a".repeat(64), 7),
+            &format!("CMD-{}-{:016x}.cwasm", "a".repeat(64), 7),
+        ] {
+            assert!(!ours(not), "{not}");
+        }
     }
 
     #[test]

@@ -311,7 +311,7 @@ impl Compiler {
         match (status.code(), status.signal()) {
             (Some(0), _) => out.map_err(Error::Io),
             (Some(EXIT_INVALID), _) => Err(Error::InvalidComponent(wasmtime::format_err!("{err}"))),
-            (Some(EXIT_OOM), _) => Err(Error::Sandbox(format!(
+            (Some(EXIT_OOM), _) => Err(Error::CompileLimit(format!(
                 "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory_bytes)",
                 self.memory_bytes
             ))),
@@ -319,13 +319,13 @@ impl Compiler {
                 "the component compiler failed (exit {code}): {err}"
             ))),
             (None, Some(sig)) if sig == libc::SIGXCPU || sig == libc::SIGKILL => {
-                Err(Error::Sandbox(format!(
+                Err(Error::CompileLimit(format!(
                     "compilation used more than {} s of CPU (wasm_run.compile_cpu_seconds)",
                     self.cpu_seconds
                 )))
             }
             (None, Some(sig)) if sig == libc::SIGABRT || sig == libc::SIGSEGV => {
-                Err(Error::Sandbox(format!(
+                Err(Error::CompileLimit(format!(
                     "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory_bytes)",
                     self.memory_bytes
                 )))
@@ -372,6 +372,20 @@ fn limit_self(memory: u64, cpu: u64) -> std::io::Result<()> {
         ))?;
         check(libc::setrlimit(libc::RLIMIT_CORE, &limit(0, 0)))?;
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        // The helper shares the worker's memory cgroup: when a hostile compile pushes the
+        // cgroup to its limit, the kernel's OOM killer must pick the helper, never the worker
+        // (which would lose every session). Best effort (open/write/close are async-signal-safe;
+        // the path is a static C string): a kernel without the file still has RLIMIT_AS.
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            let _ = libc::write(fd, b"1000".as_ptr().cast(), 4);
+            libc::close(fd);
+        }
+        // And it yields the CPU to the worker's own threads.
+        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
     Ok(())
 }

@@ -290,19 +290,36 @@ impl<'de> Deserialize<'de> for CacheDir {
     }
 }
 
+/// Whether `dir` itself is a directory owned by this process's user and writable by no one
+/// else (not through a link). The check applied to an explicitly configured cache directory,
+/// whose parent the operator chose (a Kubernetes `emptyDir` is mode 0777).
+pub(crate) fn owned_private_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
+}
+
 /// Whether `dir` and its parent are owned by this process's user and writable by no one
 /// else. A cache directory someone else can write into (or swap, through the parent) would
 /// let them plant compiled code that the worker loads and runs without re-validation; a
 /// default location that fails this is not used.
-fn private_dir(dir: &std::path::Path) -> bool {
+///
+/// A sticky parent writable by others (`/tmp`, mode 1777) is accepted: there only the owner
+/// may rename or remove `dir`.
+pub(crate) fn private_dir(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
+    let meta = |p: &std::path::Path| std::fs::symlink_metadata(p).ok().filter(|m| m.is_dir());
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let ok = |p: &std::path::Path| {
-        std::fs::symlink_metadata(p)
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
-    };
-    ok(dir) && dir.parent().is_none_or(ok)
+    let own = owned_private_dir(dir);
+    let parent_ok = dir.parent().is_none_or(|p| {
+        meta(p).is_some_and(|m| {
+            (m.uid() == uid || m.uid() == 0) && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0)
+        })
+    });
+    own && parent_ok
 }
 
 /// The compile cache of the `wasm-sandbox` commands when `engine.cache_dir` is not set:
@@ -456,6 +473,15 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(!private_dir(&dir), "world-writable parent");
+        assert!(
+            owned_private_dir(&dir),
+            "an explicit directory is judged by itself (an emptyDir parent is 0777)"
+        );
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            private_dir(&dir),
+            "a sticky parent (like /tmp) cannot swap it"
+        );
         assert!(!private_dir(&top.path().join("missing")));
     }
 

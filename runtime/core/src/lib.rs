@@ -78,6 +78,10 @@ pub enum Error {
     /// The sandbox could not be set up (fail closed).
     #[error("sandbox setup failed: {0}")]
     Sandbox(String),
+    /// Compiling a component hit one of its limits (memory, CPU time): the same bytes would
+    /// hit it again, so the refusal is remembered. Displayed like [`Error::Sandbox`].
+    #[error("sandbox setup failed: {0}")]
+    CompileLimit(String),
     /// A host I/O error (creating session directories, the compile cache).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

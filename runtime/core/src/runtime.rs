@@ -72,7 +72,9 @@ type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, CellError>
 enum CellError {
     /// Not a valid component.
     Invalid(String),
-    /// Anything else (limits, no helper, I/O).
+    /// Compilation hit its memory or CPU limit: deterministic for the same bytes.
+    Limit(String),
+    /// Anything else (busy slots, wall-clock timeout, no helper, I/O).
     Other(String),
 }
 
@@ -157,6 +159,16 @@ impl Runtime {
         // cache files past the cap and temp files of interrupted writes.
         sweep_bridge_dirs(&bridge_base());
         if let Some(dir) = config.engine.cache_dir.dir() {
+            // Cached code is mapped and run without re-validation: a directory someone else
+            // can write into (or swap) would let them plant it. Refused, loudly.
+            if std::fs::symlink_metadata(dir).is_ok() && !crate::config::owned_private_dir(dir) {
+                return Err(Error::Config(format!(
+                    "engine.cache_dir {}: not a directory owned by this user, or writable by \
+                     others; cached code is loaded without re-validation (use a 0700 \
+                     directory, or cache_dir = \"off\")",
+                    dir.display()
+                )));
+            }
             crate::cache::sweep(dir, config.engine.cache_max_bytes, None);
         }
         let engine = build_engine(&config)?;
@@ -420,14 +432,18 @@ impl Runtime {
                     Ok(command)
                 }
                 Ok(Err(Error::InvalidComponent(e))) => Err(CellError::Invalid(format!("{e:#}"))),
+                Ok(Err(Error::CompileLimit(msg))) => Err(CellError::Limit(msg)),
                 Ok(Err(Error::Sandbox(msg))) => Err(CellError::Other(msg)),
                 Ok(Err(e)) => Err(CellError::Other(e.to_string())),
                 Err(_) => Err(CellError::Other("the compilation panicked".into())),
             }
         });
-        if result.is_err() {
-            // Not kept: a failure may be transient (all compile slots busy, a
-            // timeout under load), and the same bytes may be tried again.
+        if matches!(result, Err(CellError::Other(_))) {
+            // Not kept: such a failure may be transient (all compile slots busy, a
+            // timeout under load), and the same bytes may be tried again. An invalid
+            // component, or one whose compilation hit its memory or CPU limit, stays
+            // refused (bounded by `cache_entries`): a session re-running a compile bomb
+            // must not cost the worker a minute of CPU each time.
             let mut cache = self
                 .inner
                 .commands
@@ -784,6 +800,7 @@ fn cell_result(
 ) -> Result<CommandComponent> {
     result.clone().map_err(|e| match e {
         CellError::Invalid(msg) => Error::InvalidComponent(wasmtime::format_err!("{msg}")),
+        CellError::Limit(msg) => Error::CompileLimit(msg),
         CellError::Other(msg) => Error::Sandbox(msg),
     })
 }

@@ -80,6 +80,9 @@ pub fn bind_nosuid_nodev(path: &Path) -> io::Result<NosuidMount> {
     let mount = NosuidMount {
         path: path.to_path_buf(),
     };
+    // A bind mount inherits its parent's propagation (shared under systemd): make it private
+    // so neither it nor its later detach shows up in peer mount namespaces.
+    rustix::mount::mount_change(path, rustix::mount::MountPropagationFlags::PRIVATE)?;
     // A bind remount replaces every per-mount flag: carry over the ones the directory had.
     let mut flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
     for (had, keep) in [

@@ -579,6 +579,18 @@ impl SessionEvent {
         let value: Value = serde_json::from_str(&repaired)
             .map_err(|_| EventError::NotJson(strict_err.to_string()))?;
         let mut ev = SessionEvent::from_value(&value)?;
+        // Ids route: a result, a confirmation or a thread named by a repaired stand-in could
+        // mark or answer a different call. Any top-level `id`/`*_id` the repair touched makes
+        // the whole event unrepresentable.
+        let repaired_id = value.as_object().is_some_and(|o| {
+            o.iter().any(|(k, v)| {
+                (k == "id" || k.ends_with("_id"))
+                    && v.as_str().is_some_and(|s| s.contains('\u{fffd}'))
+            })
+        });
+        if repaired_id {
+            return Err(EventError::Unrepresentable(ev.kind));
+        }
         if let EventBody::ToolUse(tu) = &mut ev.body {
             // The id is what the result must name, and the name picks the tool: neither may be
             // a repaired stand-in.
@@ -853,6 +865,13 @@ mod tests {
             EventBody::ToolResult {
                 tool_use_id: "sevt_1".into()
             }
+        );
+        // … unless the repair touched one of them: a stand-in id could name another call.
+        assert_eq!(
+            SessionEvent::parse(
+                r#"{"type":"user.tool_result","tool_use_id":"sevt_\ud800","content":[]}"#
+            ),
+            Err(EventError::Unrepresentable("user.tool_result".into()))
         );
     }
 

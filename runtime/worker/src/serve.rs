@@ -505,8 +505,9 @@ fn prewarm_connections(concurrency: usize) -> usize {
 /// argument block, which `/proc/<pid>/cmdline` shows to every user
 /// ([`crate::secret::scrub_argument_block`]).
 ///
-/// Call it as early as possible — in `main` right after parsing the flags and before starting
-/// the async runtime's threads; [`serve`] calls it too (a no-op then).
+/// Call it in `main` right after parsing the flags and before starting the async runtime's
+/// threads (`remove_var` is unsound while other threads may read the environment); [`serve`]
+/// only warns when it finds the key still there.
 pub fn scrub_environment_key() {
     #[cfg(target_os = "linux")]
     {
@@ -521,9 +522,9 @@ pub fn scrub_environment_key() {
     }
     if std::env::var_os(ENVIRONMENT_KEY_ENV).is_some() {
         // SAFETY: `remove_var` is unsound only if another thread reads or writes the
-        // environment at the same moment. This runs at start-up, before the worker spawns any
-        // task or child process, and nothing else in this process touches the environment
-        // concurrently.
+        // environment at the same moment. The documented contract of this function is that it
+        // runs in `main` before any other thread exists (the CLI calls it before building the
+        // tokio runtime), so nothing reads the environment concurrently.
         unsafe { std::env::remove_var(ENVIRONMENT_KEY_ENV) };
     }
 }
@@ -791,7 +792,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    scrub_environment_key();
+    if std::env::var_os(ENVIRONMENT_KEY_ENV).is_some() {
+        // `serve` runs on the async runtime's threads, where `remove_var` is unsound (another
+        // thread may read the environment at the same moment). The key only matters to child
+        // processes, and bash's environment is an allow-list that never includes it; still,
+        // say that the embedder skipped the early scrub.
+        tracing::warn!(
+            "{ENVIRONMENT_KEY_ENV} is still in the process environment: call \
+             serve::scrub_environment_key() in main before starting the async runtime"
+        );
+    }
     if dry_run {
         /// The `[runtime]` table, printed under its own name.
         #[derive(serde::Serialize)]
@@ -975,7 +985,19 @@ pub mod local {
         };
         let own_workdir = !settings.workdir_given;
         let workdir = if own_workdir {
-            std::env::temp_dir().join(format!("wasm-sandbox-local-{}", std::process::id()))
+            // A fresh, unguessable 0700 directory that must not exist yet: another user cannot
+            // have planted it (or a link in its place) for the worker to lock, sweep and mount.
+            use std::os::unix::fs::DirBuilderExt as _;
+            let dir = std::env::temp_dir().join(format!(
+                "wasm-sandbox-local-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            dir
         } else {
             settings.workdir.clone()
         };

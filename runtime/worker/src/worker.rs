@@ -370,6 +370,9 @@ pub const WORKDIR_LOCK: &str = ".wasm-sandbox.lock";
 /// Written to the lock file while this worker holds the `nosuid,nodev` mount of the sessions
 /// directory, so a successor can tell its predecessor's mount from an operator's.
 const MOUNT_MARKER: &str = "nosuid-mount";
+/// The file that marks `<workdir>/sessions` as this product's: a `sessions/` folder without it
+/// (and not empty) was made by someone else, and the worker refuses to sweep it.
+pub const SESSIONS_OWNER_MARKER: &str = ".wasm-sandbox-sessions";
 
 /// Creates this claim's own session directory `<workdir>/sessions/<work_id>.<claim>` (0700).
 ///
@@ -426,6 +429,11 @@ impl Drop for WorkdirGuard {
         if let Err(e) = wasm_sandbox_fs::tree::clear_dir(&self.sessions) {
             tracing::warn!(dir = %self.sessions.display(), error = %e, "could not empty the sessions directory at exit");
         }
+        // The folder stays ours: keep the marker so the next start may sweep it.
+        let _ = std::fs::write(
+            self.sessions.join(SESSIONS_OWNER_MARKER),
+            b"created by wasm-sandbox; swept at every start\n",
+        );
         if self.mount.take().is_some() {
             // The mount is gone: forget the marker so no successor adopts a mount that is not
             // there (harmless if it did, but the lock file should say what is true).
@@ -498,8 +506,24 @@ pub fn claim_workdir(workdir: &Path) -> anyhow::Result<WorkdirGuard> {
     }
     let _ = lock.read_to_string(&mut previous);
     let sessions = workdir.join(SESSIONS_DIR);
+    let owner_marker = sessions.join(SESSIONS_OWNER_MARKER);
     match std::fs::symlink_metadata(&sessions) {
-        Ok(m) if m.is_dir() => {}
+        // Never delete what the worker did not create: an explicit `--workdir` may be a folder
+        // that already holds someone's `sessions/`. Only a folder carrying our marker (or an
+        // empty one) is ours to sweep.
+        Ok(m) if m.is_dir() => {
+            let ours = std::fs::symlink_metadata(&owner_marker).is_ok_and(|m| m.is_file());
+            let empty = std::fs::read_dir(&sessions)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !ours && !empty {
+                anyhow::bail!(
+                    "{} holds files this worker did not create (no {SESSIONS_OWNER_MARKER} \
+                     marker); move them away or choose another --workdir",
+                    sessions.display()
+                );
+            }
+        }
         Ok(_) => anyhow::bail!(
             "{} is not a directory; remove it or choose another --workdir",
             sessions.display()
@@ -525,6 +549,11 @@ pub fn claim_workdir(workdir: &Path) -> anyhow::Result<WorkdirGuard> {
             "could not remove every stale session directory"
         ),
     }
+    std::fs::write(
+        &owner_marker,
+        b"created by wasm-sandbox; swept at every start\n",
+    )
+    .map_err(|e| anyhow::anyhow!("writing {}: {e}", owner_marker.display()))?;
     let mount = mount_sessions_nosuid(&sessions, previous.lines().any(|l| l == MOUNT_MARKER));
     write_lock_file(&lock, mount.is_some())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", lock_path.display()))?;
@@ -563,12 +592,25 @@ fn mount_sessions_nosuid(
             Some(m)
         }
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            // Unprivileged: a session's files belong to this worker's uid, so no setuid-root
-            // file can come from one; the sandbox's seccomp filter denies setting the bits.
-            tracing::info!(
-                dir = %sessions.display(),
-                "not mounting the sessions directory nosuid,nodev: not permitted (needs CAP_SYS_ADMIN)"
-            );
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                // Root without CAP_SYS_ADMIN (a container's default): a session's files are
+                // root's on the host, and only the sandbox's seccomp filter keeps set-id bits
+                // off them. Say so loudly; the deploy manifests run as uid 10001 instead.
+                tracing::warn!(
+                    dir = %sessions.display(),
+                    "running as root but not permitted to mount the sessions directory nosuid,nodev \
+                     (needs CAP_SYS_ADMIN): set-id files are kept out by the sandbox's seccomp \
+                     filter alone; run the worker as an unprivileged user"
+                );
+            } else {
+                // Unprivileged: a session's files belong to this worker's uid, so no setuid-root
+                // file can come from one; the sandbox's seccomp filter denies setting the bits.
+                tracing::info!(
+                    dir = %sessions.display(),
+                    "not mounting the sessions directory nosuid,nodev: not permitted (needs CAP_SYS_ADMIN)"
+                );
+            }
             None
         }
         Err(e) => {
@@ -1146,23 +1188,31 @@ async fn set_up_session<P: SandboxProvider>(
         root: root.clone(),
         memory_stores: memory_mounts,
     };
-    let created = tokio::select! {
-        biased;
-        () = cancel.cancelled() => None,
-        r = shared.provider.create(spec) => Some(r),
-    };
-    let sandbox = match created {
-        Some(Ok(s)) => Arc::new(s),
-        Some(Err(e)) => {
+    // Not raced against `cancel`: creation is local and bounded, and part of it runs on a
+    // blocking thread (adopting a pooled sandbox renames directories into `root`) that would
+    // go on after its future was dropped, re-creating the tree after the removal below.
+    // Awaiting it, then tearing down what it made, leaves nothing behind.
+    let sandbox = match shared.provider.create(spec).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "sandbox creation failed");
             remove_dir_logged(root).await;
-            return Setup::Failed;
-        }
-        None => {
-            remove_dir_logged(root).await;
-            return Setup::Cancelled;
+            return if cancel.is_cancelled() {
+                Setup::Cancelled
+            } else {
+                Setup::Failed
+            };
         }
     };
+    if cancel.is_cancelled() {
+        teardown_local(Leftover {
+            root,
+            sandbox: Some(sandbox),
+            skills: None,
+        })
+        .await;
+        return Setup::Cancelled;
+    }
     // Skills land in the workspace before the runner starts (the guest has run nothing yet).
     let workspace = crate::skills::workspace_dir(&root);
     let installing = crate::skills::install_session_skills(item, &session, &workspace);
@@ -1405,16 +1455,22 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(workdir.join("sessions/.pool/p1-0/workspace")).unwrap();
+        // An earlier run of ours left these: its marker is there.
+        std::fs::write(workdir.join("sessions").join(SESSIONS_OWNER_MARKER), "").unwrap();
         let outside = tmp.path().join("outside.txt");
         std::fs::write(&outside, "keep").unwrap();
         std::os::unix::fs::symlink(&outside, stale.join("workspace/link")).unwrap();
         std::fs::write(workdir.join("operator-notes.txt"), "keep").unwrap();
 
         let guard = claim_workdir(&workdir).unwrap();
+        let left: Vec<_> = std::fs::read_dir(workdir.join("sessions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(
-            std::fs::read_dir(workdir.join("sessions")).unwrap().count(),
-            0,
-            "stale session directories swept"
+            left,
+            [SESSIONS_OWNER_MARKER],
+            "stale session directories swept, the marker kept"
         );
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
         assert_eq!(
@@ -1444,6 +1500,35 @@ mod tests {
         );
         let again = claim_workdir(&workdir).expect("the lock is released with the guard");
         drop(again);
+    }
+
+    /// Issue 17: never delete what the worker did not create. An explicit workdir that already
+    /// holds someone's `sessions/` folder (no marker, not empty) is refused, untouched; an
+    /// empty one is adopted.
+    #[test]
+    fn a_foreign_sessions_folder_is_refused_not_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().join("w");
+        std::fs::create_dir_all(workdir.join("sessions/notes")).unwrap();
+        std::fs::write(workdir.join("sessions/notes/todo.txt"), "mine").unwrap();
+        let err = claim_workdir(&workdir).unwrap_err().to_string();
+        assert!(
+            err.contains("did not create") && err.contains(SESSIONS_OWNER_MARKER),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(workdir.join("sessions/notes/todo.txt")).unwrap(),
+            "mine"
+        );
+        let empty = tmp.path().join("e");
+        std::fs::create_dir_all(empty.join("sessions")).unwrap();
+        let guard = claim_workdir(&empty).expect("an empty sessions folder is adopted");
+        assert!(empty.join("sessions").join(SESSIONS_OWNER_MARKER).is_file());
+        drop(guard);
+        assert!(
+            empty.join("sessions").join(SESSIONS_OWNER_MARKER).is_file(),
+            "the marker outlives the run"
+        );
     }
 
     #[test]
