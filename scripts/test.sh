@@ -15,4 +15,5 @@ scripts/setup-ort.sh
 # target/tools; tests/all/wasm_run.rs runs it from bash in the sandbox).
 examples/skills/py-wordfreq/build.sh
 
-cargo test --workspace --locked
+# --no-fail-fast: every suite runs, so one failure does not hide the others.
+cargo test --workspace --locked --no-fail-fast
