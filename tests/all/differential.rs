@@ -329,9 +329,13 @@ fn check(family: impl Fn(&Case) -> bool) {
         "listed as known differences but now match (remove them): {stale:?}"
     );
     if only.is_none() {
+        // The bar is for the cases we mean to match: each listed difference is deliberate
+        // and documented (docs/deviations.md), and a listed case that starts matching fails
+        // above. bash has more deliberate differences (sandbox rules) than the file tools.
+        let deliberate = cases.iter().filter(|c| known.contains(&c.id)).count();
         assert!(
-            passed * 100 >= cases.len() * 99,
-            "only {passed}/{} match",
+            passed * 100 >= (cases.len() - deliberate) * 99,
+            "only {passed}/{} match ({deliberate} deliberate differences)",
             cases.len()
         );
     }

@@ -121,11 +121,9 @@ async fn sigterm_drains_three_sessions_in_flight() {
             "{work_id} stopped"
         );
     }
-    assert!(
-        std::fs::read_dir(dir.path().join("sessions"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
+    assert_eq!(
+        session_entries(&dir.path().join("sessions")),
+        0,
         "session dirs removed"
     );
 }
@@ -199,6 +197,17 @@ fn sigterm_and_wait(child: Child) -> std::process::ExitStatus {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Entries of a sessions directory other than the worker's owner marker.
+fn session_entries(sessions: &std::path::Path) -> usize {
+    std::fs::read_dir(sessions)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name() != ".wasm-sandbox-sessions")
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Session directories of `work_id` (`<work_id>.<claim>`) under `<workdir>/sessions`.
@@ -410,10 +419,10 @@ async fn start_up_sweeps_stale_sessions_locks_the_workdir_and_mounts_nosuid() {
         !mounts.contains(&format!(" {} ", sessions.display())),
         "the nosuid mount is gone after a clean exit"
     );
-    assert_eq!(
-        std::fs::read_dir(&sessions).unwrap().count(),
-        0,
-        "nothing left in sessions/"
+    assert_eq!(session_entries(&sessions), 0, "nothing left in sessions/");
+    assert!(
+        sessions.join(".wasm-sandbox-sessions").is_file(),
+        "the owner marker stays"
     );
     // The lock is released: another worker may take the workdir now.
     let polls = count(&fake, Endpoint::Poll);
