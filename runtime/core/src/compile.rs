@@ -269,9 +269,17 @@ impl Compiler {
                 let read = stdout
                     .take(max_output.saturating_add(1))
                     .read_to_end(&mut out);
+                (read.map(|_| out), ())
+            });
+            // stderr on its own thread: a helper that fills the stderr pipe before writing
+            // its output must not stall until the wall-clock kill. Past the cap the rest is
+            // drained and dropped.
+            let errs = scope.spawn(move || {
                 let mut err = Vec::new();
-                let _ = stderr.take(STDERR_CAP).read_to_end(&mut err);
-                (read.map(|_| out), err)
+                let mut stderr = stderr;
+                let _ = (&mut stderr).take(STDERR_CAP).read_to_end(&mut err);
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+                err
             });
             let deadline = Instant::now() + self.timeout;
             let status = loop {
@@ -291,7 +299,10 @@ impl Compiler {
                     }
                 }
             };
-            let io = io.join();
+            let io = match (io.join(), errs.join()) {
+                (Ok((out, ())), Ok(err)) => Ok((out, err)),
+                _ => Err(()),
+            };
             (status, io)
         });
         let (status, io) = io;
@@ -429,7 +440,10 @@ fn locate(configured: Option<&Path>) -> std::result::Result<PathBuf, String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
     if SELF_SERVES.load(Ordering::Acquire) {
-        return Ok(exe);
+        // `/proc/self/exe` in the forked child names the image this worker runs, even after
+        // the binary was replaced on disk (an in-place upgrade): its engine matches ours.
+        let own = PathBuf::from("/proc/self/exe");
+        return Ok(if own.exists() { own } else { exe });
     }
     let beside = exe.parent().map(|d| d.join(COMPILER_NAME));
     let above = exe
