@@ -16,18 +16,17 @@ use serde_json::json;
 use wasm_sandbox_fake_control_plane::{
     Credential, Endpoint, Handle, RecordedRequest, Scenario, WorkState,
 };
-use wasm_sandbox_worker::metrics::Metrics;
 use wasm_sandbox_worker::sandbox::testing::{ScriptedSandbox, ScriptedSession};
 use wasm_sandbox_worker::sandbox::{
     SandboxProvider, SandboxSession, SandboxSpec, ToolCall, ToolResult,
 };
-use wasm_sandbox_worker::worker::{Shutdown, Worker, WorkerConfig};
+use wasm_sandbox_worker::worker::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the fake holds the ack's answer back.
 const ACK_DELAY: Duration = Duration::from_millis(300);
 
-use crate::worker::fake;
+use crate::worker::{fake, finished, start};
 
 fn config(fake: &Handle, dir: &Path) -> WorkerConfig {
     let mut c = crate::worker::config(fake, dir);
@@ -97,26 +96,6 @@ impl SandboxSession for TimedSession {
         self.inner.close().await;
         self.owner.note("close_end");
     }
-}
-
-struct Running {
-    shutdown: Shutdown,
-    handle: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-fn start<P: SandboxProvider>(cfg: WorkerConfig, provider: P) -> Running {
-    let worker = Worker::new(cfg, provider, Arc::new(Metrics::new())).expect("worker");
-    let shutdown = Shutdown::new();
-    let s = shutdown.clone();
-    let handle = tokio::spawn(async move { worker.run(s).await.map_err(|e| format!("{e:#}")) });
-    Running { shutdown, handle }
-}
-
-async fn finished(r: Running) -> Result<(), String> {
-    tokio::time::timeout(WAIT, r.handle)
-        .await
-        .expect("worker did not finish")
-        .expect("worker panicked")
 }
 
 /// One `write` call, an idle turn end, termination.

@@ -62,12 +62,14 @@ pub(crate) fn config(fake: &Handle, dir: &Path) -> WorkerConfig {
     c
 }
 
-struct Running {
-    shutdown: Shutdown,
+/// A worker running on the test's runtime.
+pub(crate) struct Running {
+    pub(crate) shutdown: Shutdown,
     handle: tokio::task::JoinHandle<Result<(), String>>,
 }
 
-fn start<P: SandboxProvider>(cfg: WorkerConfig, provider: P) -> Running {
+/// Starts a worker with `cfg` and `provider`.
+pub(crate) fn start<P: SandboxProvider>(cfg: WorkerConfig, provider: P) -> Running {
     let worker = Worker::new(cfg, provider, Arc::new(Metrics::new())).expect("worker");
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
@@ -75,7 +77,8 @@ fn start<P: SandboxProvider>(cfg: WorkerConfig, provider: P) -> Running {
     Running { shutdown, handle }
 }
 
-async fn finished(r: Running) -> Result<(), String> {
+/// Waits (bounded) for the worker to return.
+pub(crate) async fn finished(r: Running) -> Result<(), String> {
     tokio::time::timeout(WAIT, r.handle)
         .await
         .expect("worker did not finish")
