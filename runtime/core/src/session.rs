@@ -25,7 +25,9 @@ pub const MEMORY_GUEST_PARENT: &str = "/mnt/memory/";
 /// A memory store mounted into the session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryMount {
-    /// Guest path, `/mnt/memory/<name>` (absolute, no `..`).
+    /// Guest path below `/mnt/memory/` in the canonical form of
+    /// [`wasm_sandbox_fs::guest_path::MemoryMountPath`] (nested paths allowed; stores may not
+    /// overlap).
     pub guest_path: String,
     /// Host directory holding the store's files.
     pub host_path: PathBuf,

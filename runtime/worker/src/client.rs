@@ -172,9 +172,6 @@ pub struct ErrorInfo {
 }
 
 /// Settings of the HTTP client: timeouts and extra trusted roots.
-///
-/// (Named `ClientTimeouts` before it carried the roots; [`ClientTimeouts`] is kept as an
-/// alias.)
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// TCP/TLS connect timeout (SDK: 5 s).
@@ -191,9 +188,6 @@ pub struct ClientConfig {
     /// Certificates trusted as roots in addition to the bundled ones (`serve --ca-cert`).
     pub extra_root_certs: Vec<reqwest::Certificate>,
 }
-
-/// The former name of [`ClientConfig`].
-pub type ClientTimeouts = ClientConfig;
 
 impl Default for ClientConfig {
     fn default() -> ClientConfig {
@@ -294,8 +288,8 @@ impl Api {
         &self.base
     }
 
-    /// Client timeouts.
-    pub fn timeouts(&self) -> &ClientTimeouts {
+    /// Client settings (timeouts, extra roots).
+    pub fn timeouts(&self) -> &ClientConfig {
         &self.timeouts
     }
 

@@ -347,13 +347,13 @@ pub async fn spawn_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{Api, ClientTimeouts};
+    use crate::client::{Api, ClientConfig};
     use crate::secret::Secret;
     use serde_json::Value;
     use wasm_sandbox_fake_control_plane::{Endpoint, FakeConfig, FakeControlPlane, Handle};
 
     async fn serve(fake: &Handle, ttl: Duration) -> (SocketAddr, CancellationToken) {
-        let api = Api::new(fake.url(), ClientTimeouts::default()).unwrap();
+        let api = Api::new(fake.url(), ClientConfig::default()).unwrap();
         let env = api.environment(&fake.environment_id(), Secret::new(fake.environment_key()));
         let state = OpsState {
             metrics: Arc::new(Metrics::new()),
@@ -410,7 +410,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let api = Api::new(fake.url(), ClientTimeouts::default()).unwrap();
+        let api = Api::new(fake.url(), ClientConfig::default()).unwrap();
         let env = api.environment(&fake.environment_id(), Secret::new(fake.environment_key()));
         let metrics = Arc::new(Metrics::new());
         let state = OpsState {

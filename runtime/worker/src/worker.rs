@@ -93,7 +93,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::client::{Api, ClientTimeouts, EnvironmentClient, ItemClient};
+use crate::client::{Api, ClientConfig, EnvironmentClient, ItemClient};
 use crate::lease::{HeartbeatConfig, Lease, LeaseEnd, heartbeat_loop};
 use crate::metrics::Metrics;
 use crate::proto::{POLL_BLOCK_MS_MAX, Work, WorkSecret};
@@ -172,7 +172,7 @@ pub struct WorkerConfig {
     /// Poll timing.
     pub poll: PollConfig,
     /// HTTP timeouts.
-    pub client: ClientTimeouts,
+    pub client: ClientConfig,
     /// Bound of the final stop call after a forced shutdown.
     pub forced_stop_timeout: Duration,
     /// Return (after draining) once this many items have been handled; `None` = run forever.
@@ -198,7 +198,7 @@ impl WorkerConfig {
             runner: RunnerConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             poll: PollConfig::default(),
-            client: ClientTimeouts::default(),
+            client: ClientConfig::default(),
             forced_stop_timeout: Duration::from_secs(5),
             exit_after_items: None,
         }
