@@ -453,7 +453,7 @@ fn compilation_runs_in_a_bounded_helper_process() {
         .err()
         .expect("timed out")
         .to_string();
-    assert!(err.contains("compile_timeout_seconds"), "{err}");
+    assert!(err.contains("wasm_run.compile_timeout)"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 
     // One that spins is stopped by RLIMIT_CPU (set by the worker, not the helper).
@@ -468,7 +468,7 @@ fn compilation_runs_in_a_bounded_helper_process() {
         .err()
         .expect("cpu limit")
         .to_string();
-    assert!(err.contains("compile_cpu_seconds"), "{err}");
+    assert!(err.contains("wasm_run.compile_cpu_time)"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     // The refusal is remembered: the same bytes again cost no second compile (a session
     // re-running a compile bomb must not cost the worker its CPU limit each time).
@@ -497,7 +497,7 @@ fn compilation_runs_in_a_bounded_helper_process() {
         .err()
         .expect("output cap")
         .to_string();
-    assert!(err.contains("max_compiled_bytes"), "{err}");
+    assert!(err.contains("wasm_run.max_compiled_size)"), "{err}");
 
     // The real helper with too little memory fails (RLIMIT_AS: a 24 MiB component
     // does not even fit twice in 48 MiB), and the worker is unharmed.
@@ -507,7 +507,7 @@ fn compilation_runs_in_a_bounded_helper_process() {
         .err()
         .expect("memory limit")
         .to_string();
-    assert!(err.contains("compile_memory_bytes"), "{err}");
+    assert!(err.contains("wasm_run.compile_memory)"), "{err}");
 
     // At most `max_concurrent_compiles` helpers run at once: the second waits.
     let started = dir.path().join("started");
@@ -542,7 +542,7 @@ fn compilation_runs_in_a_bounded_helper_process() {
     for e in &errors {
         let e = e.as_deref().expect("neither compiles");
         assert!(
-            e.contains("compile_timeout_seconds") || e.contains("too many components"),
+            e.contains("wasm_run.compile_timeout)") || e.contains("too many components"),
             "{e}"
         );
     }

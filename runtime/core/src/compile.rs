@@ -288,7 +288,7 @@ impl Compiler {
                     Ok(None) if Instant::now() >= deadline => {
                         kill_group(&mut child);
                         break Err(format!(
-                            "compilation took longer than {} s (wasm_run.compile_timeout_seconds)",
+                            "compilation took longer than {} s (wasm_run.compile_timeout)",
                             self.timeout.as_secs()
                         ));
                     }
@@ -316,14 +316,14 @@ impl Compiler {
         // Checked first: a child cut off at the cap dies of the closed pipe.
         if out.as_ref().is_ok_and(|out| out.len() as u64 > max_output) {
             return Err(Error::Sandbox(format!(
-                "the compiled component exceeds {max_output} bytes (wasm_run.max_compiled_bytes)"
+                "the compiled component exceeds {max_output} bytes (wasm_run.max_compiled_size)"
             )));
         }
         match (status.code(), status.signal()) {
             (Some(0), _) => out.map_err(Error::Io),
             (Some(EXIT_INVALID), _) => Err(Error::InvalidComponent(wasmtime::format_err!("{err}"))),
             (Some(EXIT_OOM), _) => Err(Error::CompileLimit(format!(
-                "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory_bytes)",
+                "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory)",
                 self.memory_bytes
             ))),
             (Some(code), _) => Err(Error::Sandbox(format!(
@@ -331,13 +331,13 @@ impl Compiler {
             ))),
             (None, Some(sig)) if sig == libc::SIGXCPU || sig == libc::SIGKILL => {
                 Err(Error::CompileLimit(format!(
-                    "compilation used more than {} s of CPU (wasm_run.compile_cpu_seconds)",
+                    "compilation used more than {} s of CPU (wasm_run.compile_cpu_time)",
                     self.cpu_seconds
                 )))
             }
             (None, Some(sig)) if sig == libc::SIGABRT || sig == libc::SIGSEGV => {
                 Err(Error::CompileLimit(format!(
-                    "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory_bytes)",
+                    "compilation ran out of memory (limit {} bytes, wasm_run.compile_memory)",
                     self.memory_bytes
                 )))
             }

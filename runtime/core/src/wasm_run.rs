@@ -207,7 +207,7 @@ impl Conn {
         if self.closed.load(Ordering::Acquire) {
             Some("the session ended")
         } else if Instant::now() >= self.deadline {
-            Some("wasm_run.max_run_seconds passed")
+            Some("wasm_run.max_run_time passed")
         } else {
             None
         }
