@@ -185,8 +185,28 @@ pub struct RemoteModel {
     /// The full endpoint URL, `http://` or `https://` (e.g.
     /// `http://10.0.0.5:8000/v1/chat/completions`). Redirects are not
     /// followed and proxy environment variables are ignored: guest data goes
-    /// to this URL only.
+    /// to this URL only. Leave it out with [`RemoteModel::upstream`] (the
+    /// runtime fills it in).
+    #[serde(default)]
     pub url: String,
+    /// Instead of `url` and `api_key_env`: the name of a
+    /// `[[runtime.networking.upstreams]]` entry, so an endpoint (its base URL and
+    /// credential headers) is configured once for both the sandbox's
+    /// `http://<name>.internal/` alias and wasi-nn. The runtime sets `url` to the
+    /// upstream's URL followed by [`RemoteModel::path`] and sends the upstream's
+    /// headers ([`RemoteModel::header_env`]). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// With `upstream`: the path after the upstream's URL (e.g.
+    /// `"/chat/completions"` for an upstream `https://api.example/v1`). Default:
+    /// none (the upstream's URL itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Headers sent verbatim with every call, each as `(header, environment
+    /// variable)`; the value is read once at start-up like `api_key_env`. Not a
+    /// file key: the runtime fills it in from the upstream's `headers`.
+    #[serde(skip)]
+    pub header_env: Vec<(String, String)>,
     /// The upstream model id. For `chat` and `tts` it overrides the JSON
     /// body's `"model"`; for `transcription` it is the form's `model` field.
     /// Default: the guest's `"model"` if any, else [`RemoteModel::name`].

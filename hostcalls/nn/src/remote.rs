@@ -60,7 +60,9 @@ pub(crate) struct Endpoint {
     pub(crate) kind: RemoteKind,
     url: String,
     model: Option<String>,
-    auth: Option<(String, Secret)>,
+    /// Credential headers: `api_key_env`'s, or an upstream's (see
+    /// [`RemoteModel::header_env`]).
+    auth: Vec<(String, Secret)>,
     content_type: String,
     timeout: Duration,
     agent: ureq::Agent,
@@ -83,6 +85,16 @@ impl Endpoint {
                 m.kind.prefix()
             ));
         }
+        if m.url.is_empty() {
+            return Err(match &m.upstream {
+                Some(u) => format!(
+                    "remote model {:?}: upstream {u:?} was not resolved (the runtime fills in \
+                     url and headers from [runtime.networking.upstreams])",
+                    m.name
+                ),
+                None => format!("remote model {:?}: url (or upstream) is required", m.name),
+            });
+        }
         let uri: ureq::http::Uri = m
             .url
             .parse()
@@ -99,8 +111,26 @@ impl Endpoint {
                 m.name
             ));
         }
-        let auth = match &m.api_key_env {
-            None => None,
+        let mut auth = Vec::new();
+        for (header, var) in &m.header_env {
+            let key = std::env::var(var).map_err(|_| {
+                format!(
+                    "remote model {:?}: environment variable {var} (header {header}) is not set",
+                    m.name
+                )
+            })?;
+            let name = ureq::http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|e| format!("remote model {:?}: bad header {header:?}: {e}", m.name))?;
+            ureq::http::HeaderValue::from_str(&key).map_err(|_| {
+                format!(
+                    "remote model {:?}: the value of {var} is not a valid header value",
+                    m.name
+                )
+            })?;
+            auth.push((name.as_str().to_owned(), Secret(key)));
+        }
+        match &m.api_key_env {
+            None => {}
             Some(var) => {
                 let key = std::env::var(var).map_err(|_| {
                     format!(
@@ -130,9 +160,9 @@ impl Endpoint {
                         m.name
                     )
                 })?;
-                Some((header, Secret(value)))
+                auth.push((header, Secret(value)));
             }
-        };
+        }
         let timeout = Duration::from_millis(m.timeout_ms);
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -216,7 +246,7 @@ impl Endpoint {
             .agent
             .post(&self.url)
             .header("content-type", content_type);
-        if let Some((header, Secret(value))) = &self.auth {
+        for (header, Secret(value)) in &self.auth {
             request = request.header(header.as_str(), value.as_str());
         }
         tracing::debug!(model = %self.name, url = %self.url, bytes = body.len(), "remote wasi-nn call");

@@ -163,6 +163,9 @@ fn model(name: &str, kind: RemoteKind, url: String) -> RemoteModel {
         name: name.into(),
         kind,
         url,
+        upstream: None,
+        path: None,
+        header_env: Vec::new(),
         model: None,
         api_key_env: None,
         api_key_header: None,
@@ -650,4 +653,35 @@ fn tensor_models_speak_the_v2_inference_protocol_to_a_model_server() {
     let out = remote(h.session_ctx(), &["tensor-classify", "abc"], b"");
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("HTTP 400"), "{}", out.stderr);
+}
+
+/// One definition of an endpoint (issue #14 item 4): a model resolved from a
+/// `[[runtime.networking.upstreams]]` entry sends that upstream's headers
+/// verbatim (the runtime fills `header_env` in; see wasm-sandbox-runtime's
+/// `resolve_nn_upstreams`), and an unresolved `upstream` is a start error.
+#[test]
+fn upstream_headers_are_sent_verbatim() {
+    set_secret();
+    let s = server();
+    let mut m = model(
+        "llm-shared",
+        RemoteKind::Chat,
+        format!("{}/v1/chat/completions", s.base),
+    );
+    m.upstream = Some("sister".into());
+    m.header_env = vec![("x-api-key".into(), "NN_TEST_API_KEY".into())];
+    let h = host(vec![m], 10, 1 << 20);
+    let out = remote(h.session_ctx(), &["llm-shared", r#"{"messages":[]}"#], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = &s.requests()[0];
+    assert_eq!(r.headers["x-api-key"], SECRET);
+    assert!(!r.headers.contains_key("authorization"));
+    let mut unresolved = model("llm-u", RemoteKind::Chat, String::new());
+    unresolved.upstream = Some("sister".into());
+    let err = NnHost::new(NnConfig {
+        remote: vec![unresolved],
+        ..NnConfig::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("was not resolved"), "{err}");
 }

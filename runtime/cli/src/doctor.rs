@@ -115,7 +115,8 @@ impl DoctorCommand {
         checks.push(user_check());
         checks.push(userns_check());
         checks.push(apparmor_check());
-        let sandbox = BashSandbox::new(config.bash.clone());
+        // Read-only: doctor never moves processes or writes cgroups.
+        let sandbox = BashSandbox::inspect(config.bash.clone(), &config.shape);
         let report = sandbox.report();
         checks.push(bwrap_check(report));
         checks.push(sandbox_check(report));
@@ -358,14 +359,19 @@ fn can_mkdir(dir: &Path) -> bool {
 fn cgroups_check(report: &SandboxReport) -> Check {
     let root = Path::new("/sys/fs/cgroup");
     let mechanism = |m: LimitMechanism| match m {
+        LimitMechanism::CgroupV2 => "cgroup v2 (whole sandbox)",
         LimitMechanism::CgroupV1 => "cgroup (whole sandbox)",
         LimitMechanism::Rlimit => "rlimit (per process)",
+        LimitMechanism::Filesystem => "capped filesystem (whole session)",
         LimitMechanism::None => "none",
     };
     let limits = format!(
-        "memory limit: {}, process limit: {}",
+        "memory limit: {}, process limit: {}, cpu limit: {}; session shape ({}): {}",
         mechanism(report.memory_limit),
-        mechanism(report.pids_limit)
+        mechanism(report.pids_limit),
+        mechanism(report.cpu_limit),
+        report.shape.enforce,
+        report.shape.summary()
     );
     let detail = if root.join("cgroup.controllers").exists() {
         let own = read_trim("/proc/self/cgroup")
@@ -397,10 +403,24 @@ fn cgroups_check(report: &SandboxReport) -> Check {
     } else {
         format!("no cgroup filesystem at /sys/fs/cgroup; {limits}")
     };
-    let weak = |m: LimitMechanism| m != LimitMechanism::CgroupV1;
-    if weak(report.memory_limit) || weak(report.pids_limit) {
-        Check::new("cgroups", Status::Warn, detail).fix(
-            "per-sandbox memory and process caps need writable cgroup v1 memory/pids controllers (run as root with /sys/fs/cgroup mounted read-write); otherwise rlimits apply per process",
+    let missing = report.shape.missing();
+    if !missing.is_empty() {
+        let status = match report.shape.enforce {
+            wasm_sandbox_native::Enforce::Required => Status::Fail,
+            wasm_sandbox_native::Enforce::BestEffort => Status::Warn,
+        };
+        let check = Check::new(
+            "cgroups",
+            status,
+            format!("{detail}; not enforced: {}", missing.join("; ")),
+        );
+        let check = if status == Status::Fail {
+            check.required()
+        } else {
+            check
+        };
+        check.fix(
+            "per-session cpu, memory and process caps need writable cgroup controllers: a delegated cgroup v2 subtree (cgroup namespace with a writable cgroupfs, or systemd Delegate=yes) or cgroup v1 cpu/cpuacct/memory/pids hierarchies (root with /sys/fs/cgroup read-write); see deploy/README.md, \"Sandbox shape\"",
         )
     } else {
         Check::new("cgroups", Status::Ok, detail)

@@ -10,9 +10,15 @@
 //! * `wasm-sandbox doctor` checks this host for what `serve` needs (user
 //!   namespaces, AppArmor, bubblewrap, a real sandbox start, Landlock,
 //!   seccomp, cgroups, ONNX Runtime, the compile cache) and says what to fix.
+//! * `wasm-sandbox usage --ledger DIR` summarises the usage ledger per environment
+//!   and day (table, JSON or CSV).
+//! * `wasm-sandbox snapshots list|delete --config FILE [--session ID]` lists or deletes the
+//!   session snapshots of `[runtime.persistence]`.
 
 mod doctor;
 mod replay;
+mod snapshots;
+mod usage;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,6 +46,11 @@ enum Command {
     /// Check this host for what `serve` needs; say what to fix. Exits non-zero when
     /// `serve` cannot work here.
     Doctor(doctor::DoctorCommand),
+    /// Summarise a usage ledger per environment and day (sessions, active CPU-seconds,
+    /// vCPU-hours and GB-hours of the shape while active).
+    Usage(usage::UsageCommand),
+    /// List or delete stored session snapshots (`[runtime.persistence]`).
+    Snapshots(snapshots::SnapshotsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +106,14 @@ fn main() -> ExitCode {
         }
         Command::Config(cmd) => config(cmd),
         Command::Doctor(cmd) => cmd.execute(),
+        Command::Usage(cmd) => {
+            init_tracing("error");
+            cmd.execute()
+        }
+        Command::Snapshots(cmd) => {
+            init_tracing("error");
+            cmd.execute()
+        }
     };
     match result {
         Ok(code) => code,

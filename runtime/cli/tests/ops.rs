@@ -5,11 +5,10 @@
 //! `message` at the top level, fatal start-up errors included; `wasm-sandbox doctor` passes on
 //! this host and fails, with the fix, when bubblewrap is missing.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use wasm_sandbox_fake_control_plane::{FakeConfig, FakeControlPlane, Handle, Scenario, WorkState};
@@ -22,60 +21,20 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A loopback address that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+mod common;
+use common::{free_addr, get, wait_for};
 
 fn serve(fake: &Handle, workdir: &Path, ops: SocketAddr, config: Option<&Path>) -> Child {
-    let mut cmd = bin();
-    cmd.args(["serve", "--base-url", fake.url(), "--environment-id"])
-        .arg(fake.environment_id())
-        .args([
-            "--max-idle",
-            "300ms",
-            "--log-format",
-            "json",
-            "--ops-listen",
-        ])
+    let mut cmd = common::serve_command(fake, workdir);
+    cmd.args(common::FAST_JSON)
+        .arg("--ops-listen")
         .arg(ops.to_string())
-        .arg("--workdir")
-        .arg(workdir)
-        .env("ANTHROPIC_ENVIRONMENT_KEY", fake.environment_key())
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
     cmd.spawn().expect("spawn wasm-sandbox serve")
-}
-
-/// `GET path` over plain HTTP/1.0: (status, body); `None` while nothing listens.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for up to 60 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn sigterm_and_wait(child: Child) -> Output {

@@ -8,27 +8,13 @@ use wasm_sandbox_fake_control_plane::{
     Endpoint, FakeConfig, FakeControlPlane, Handle, Scenario, WorkState,
 };
 
+mod common;
+use common::{FAST_JSON, wait_until, wait_until_for};
+
 fn serve(fake: &Handle, workdir: &std::path::Path, concurrency: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wasm-sandbox"))
-        .args([
-            "serve",
-            "--base-url",
-            fake.url(),
-            "--environment-id",
-            &fake.environment_id(),
-        ])
-        .args([
-            "--concurrency",
-            &concurrency.to_string(),
-            "--max-idle",
-            "300ms",
-            "--log-format",
-            "json",
-        ])
-        .arg("--workdir")
-        .arg(workdir)
-        .env("ANTHROPIC_ENVIRONMENT_KEY", fake.environment_key())
-        .stdout(Stdio::null())
+    common::serve_command(fake, workdir)
+        .args(FAST_JSON)
+        .args(["--concurrency", &concurrency.to_string()])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wasm-sandbox serve")
@@ -45,18 +31,6 @@ fn slow_bash(name: &str, secs: f32) -> Scenario {
         ]
     });
     Scenario::from_json(&json.to_string()).expect("scenario")
-}
-
-async fn wait_until(what: &str, f: impl FnMut() -> bool) {
-    wait_until_for(what, Duration::from_secs(60), f).await;
-}
-
-async fn wait_until_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn count(fake: &Handle, e: Endpoint) -> usize {

@@ -42,6 +42,22 @@ pub struct RuntimeConfig {
     pub wasm_run: WasmRunConfig,
     /// Bash sandboxes started ahead of demand (see [`PoolConfig`]).
     pub pool: PoolConfig,
+    /// `[networking]`: per-session network egress through a proxy, in the cloud
+    /// environments' vocabulary (see
+    /// [`NetworkingConfig`](wasm_sandbox_egress::NetworkingConfig)). Default
+    /// `type = "none"`: no network (bash's private namespace, as before).
+    pub networking: wasm_sandbox_egress::NetworkingConfig,
+    /// `[shape]`: one session's CPU, memory, pids and disk budget, and whether a host
+    /// that cannot enforce it may serve; see
+    /// [`ShapeConfig`](wasm_sandbox_native::ShapeConfig). Default: 4 vCPUs, 4 GiB,
+    /// best effort.
+    pub shape: wasm_sandbox_native::ShapeConfig,
+    /// `[persistence]`: the session's `/workspace` and `/mnt/session/outputs` saved between
+    /// its work items (see
+    /// [`PersistenceConfig`](wasm_sandbox_persist::PersistenceConfig)). Default: none (the
+    /// workspace is removed at teardown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<wasm_sandbox_persist::PersistenceConfig>,
 }
 
 /// The `[pool]` table: bash sandboxes started before sessions need them, so a

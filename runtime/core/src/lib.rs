@@ -46,10 +46,12 @@
 mod cache;
 mod compile;
 mod config;
+mod egress;
 mod file_tools;
 mod runtime;
 mod session;
 mod tool;
+pub mod usage;
 mod wasm_run;
 
 pub use compile::{COMPILER_NAME, compiler_main, run_as_compiler_if_invoked};
@@ -57,6 +59,7 @@ pub use config::{
     CacheDir, Cap, EngineConfig, LimitsConfig, PoolConfig, RuntimeConfig, WasmRunConfig,
     default_cache_dir,
 };
+pub use egress::check_networking;
 pub use file_tools::{CommandOutput, SessionState};
 pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
 pub use session::{

@@ -37,6 +37,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) config: RuntimeConfig,
     pub(crate) bash: Arc<BashSandbox>,
     pub(crate) nn: NnHost,
+    /// `[networking]`, compiled; `None` for `type = "none"` (see [`crate::egress`]).
+    pub(crate) egress: Option<Arc<wasm_sandbox_egress::Egress>>,
     compilations: AtomicU64,
     command_compilations: AtomicU64,
     /// Command components by SHA-256 of their bytes (see [`Runtime::command_by_content`]).
@@ -63,6 +65,9 @@ pub(crate) struct Pooled {
     pub dir: PathBuf,
     pub bash: wasm_sandbox_native::BashSession,
     pub bridge: Option<crate::wasm_run::Bridge>,
+    /// The sandbox's egress directory (networking on): the session's proxy starts
+    /// in it on adoption.
+    pub egress: Option<crate::egress::EgressDir>,
 }
 
 type CommandCell = Arc<OnceLock<std::result::Result<CommandComponent, CellError>>>;
@@ -179,7 +184,10 @@ impl Runtime {
         file_tools::add_to_linker(&mut linker).map_err(Error::Other)?;
         wasm_sandbox_hostcalls_nn::add_to_linker(&mut linker, SessionState::nn_view)
             .map_err(Error::Other)?;
-        let nn = NnHost::new(config.nn.clone()).map_err(|e| Error::Config(format!("[nn]: {e}")))?;
+        // `[[nn.remote]] upstream = "<name>"` entries take their URL and headers from
+        // `[[networking.upstreams]]` (one definition of an endpoint).
+        let nn = NnHost::new(crate::egress::resolve_nn(&config)?)
+            .map_err(|e| Error::Config(format!("[nn]: {e}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(Error::InvalidComponent)?;
@@ -187,11 +195,16 @@ impl Runtime {
         spawn_epoch_ticker(&engine, config.engine.epoch_tick_ms)?;
         // Probes bubblewrap, Landlock, seccomp and cgroups once; an unusable
         // sandbox is recorded and makes every bash call fail closed.
-        let bash = Arc::new(BashSandbox::new(config.bash.clone()));
+        config.shape.validate().map_err(Error::Config)?;
+        let bash = Arc::new(BashSandbox::with_shape(config.bash.clone(), &config.shape));
         if let Some(problem) = &bash.report().unavailable_reason {
             tracing::warn!(reason = %problem, "the bash sandbox is unavailable; bash calls will fail");
         }
+        // `[runtime.shape] enforce = "required"`: a host that cannot hold a session to
+        // its shape does not serve (see wasm_sandbox_native::shape).
+        bash.report().shape.check().map_err(Error::Config)?;
         let compiler = crate::compile::Compiler::new(&config);
+        let egress = crate::egress::build(&config)?;
         let runtime = Runtime {
             inner: Arc::new(RuntimeInner {
                 compiler,
@@ -201,6 +214,7 @@ impl Runtime {
                 config,
                 bash,
                 nn,
+                egress,
                 compilations,
                 command_compilations: AtomicU64::new(0),
                 commands: Mutex::default(),
@@ -574,7 +588,9 @@ impl Runtime {
             return;
         };
         let report = inner.bash.report();
-        if want == 0 || !report.available || report.unsandboxed_fallback {
+        // Disk-capped sessions start their own sandbox (see `Session::new`).
+        let disk_capped = report.disk_limit == wasm_sandbox_native::LimitMechanism::Filesystem;
+        if want == 0 || !report.available || report.unsandboxed_fallback || disk_capped {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -633,6 +649,7 @@ impl Runtime {
             builder.create(root.join(sub)).map_err(Error::Io)?;
         }
         let bridge = crate::wasm_run::Bridge::bind(self)?;
+        let egress = crate::egress::EgressDir::create(self)?;
         let spec = wasm_sandbox_native::BashSessionSpec {
             session_id: format!("pool-{name}"),
             workspace: root.join("workspace"),
@@ -640,6 +657,7 @@ impl Runtime {
             memory_stores: Vec::new(),
             env: None,
             wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
+            egress_dir: egress.as_ref().map(|e| e.path().to_path_buf()),
         };
         let mut bash = wasm_sandbox_native::BashSession::new(self.inner.bash.clone(), spec);
         if let Err(e) = bash.prestart().await {
@@ -654,6 +672,7 @@ impl Runtime {
                 dir: root,
                 bash,
                 bridge,
+                egress,
             });
         Ok(())
     }

@@ -63,6 +63,11 @@ pub struct SessionSpec {
     pub max_image_base64_bytes: Cap,
     /// `max_pdf_bytes` (default 20 MiB).
     pub max_pdf_bytes: Cap,
+    /// The session's narrowing of `[networking]`: the value of its metadata key
+    /// [`SESSION_ALLOWED_HOSTS_KEY`](wasm_sandbox_egress::SESSION_ALLOWED_HOSTS_KEY)
+    /// (comma-separated `allowed_hosts` entries; it can only narrow the operator's
+    /// policy). `None` = the operator's policy as is.
+    pub network_allowed_hosts: Option<String>,
 }
 
 impl SessionSpec {
@@ -123,6 +128,15 @@ pub struct Session {
     bash: tokio::sync::Mutex<BashSession>,
     /// The `wasm-run` bridge into the bash sandbox, when enabled.
     bridge: Option<Bridge>,
+    /// The session's network proxy and its directory (`[networking]` on).
+    egress: Option<crate::egress::EgressDir>,
+    /// Tool calls, active time and wasm CPU for the usage record ([`crate::usage`]).
+    account: Arc<crate::usage::SessionAccount>,
+    /// The bash sandbox's resource counters, readable without the bash lock.
+    usage: wasm_sandbox_native::UsageHandle,
+    /// The session's capped filesystem (`[runtime.shape] disk`), unmounted on drop.
+    /// Declared last: dropped after the shell and the component instance.
+    disk: Option<wasm_sandbox_native::disk::DiskCap>,
 }
 
 impl std::fmt::Debug for Session {
@@ -144,12 +158,18 @@ impl Session {
             .outputs
             .clone()
             .unwrap_or_else(|| spec.root.join("outputs"));
+        // `[runtime.shape] disk`: workspace and outputs on one capped filesystem,
+        // mounted before anything is created in them (see wasm_sandbox_native::disk).
+        let disk = mount_disk(&runtime, &spec)?;
         // A sandbox started ahead of demand serves sessions that look like the
         // one it was started for: no stores, the default env, the default layout.
+        // A disk-capped session starts its own: a pooled sandbox's directories
+        // live on the host filesystem and cannot be renamed onto the cap.
         let poolable = spec.memory_stores.is_empty()
             && spec.env.is_none()
             && spec.workspace.is_none()
-            && spec.outputs.is_none();
+            && spec.outputs.is_none()
+            && disk.is_none();
         let pooled = if poolable {
             let taken = runtime.take_pooled().and_then(|p| {
                 match adopt_dirs(&p.dir, &spec.root, &workspace, &outputs) {
@@ -207,28 +227,40 @@ impl Session {
                 .collect(),
             env: spec.env.clone(),
             wasm_run_socket: None,
+            egress_dir: None,
         };
-        let (bash, bridge) = match pooled {
+        let (bash, bridge, mut egress) = match pooled {
             Some(p) => {
                 let mut bash = p.bash;
                 bash.adopt(BashSessionSpec {
                     wasm_run_socket: p.bridge.as_ref().map(|b| b.socket().to_path_buf()),
+                    egress_dir: p.egress.as_ref().map(|e| e.path().to_path_buf()),
                     ..bash_spec
                 });
-                (bash, p.bridge)
+                (bash, p.bridge, p.egress)
             }
             None => {
                 let bridge = Bridge::bind(&runtime)?;
+                let egress = crate::egress::EgressDir::create(&runtime)?;
                 let bash_spec = BashSessionSpec {
                     wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
+                    egress_dir: egress.as_ref().map(|e| e.path().to_path_buf()),
                     ..bash_spec
                 };
                 (
                     BashSession::new(runtime.inner.bash.clone(), bash_spec),
                     bridge,
+                    egress,
                 )
             }
         };
+        if let Some(e) = egress.as_mut() {
+            e.serve(
+                &runtime,
+                &spec.session_id,
+                spec.network_allowed_hosts.as_deref(),
+            );
+        }
         let preopens = Arc::new(preopens);
         let inner = &runtime.inner;
         let nn = Arc::new(inner.nn.session());
@@ -252,8 +284,12 @@ impl Session {
             closing: tokio::sync::watch::Sender::new(false),
             call_lock: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            account: Arc::default(),
+            usage: bash.usage_handle(),
+            disk,
             bash: tokio::sync::Mutex::new(bash),
             bridge,
+            egress,
         })
     }
 
@@ -272,6 +308,31 @@ impl Session {
         &self.outputs
     }
 
+    /// What the session's bash sandbox used (CPU time of all its processes, peak
+    /// memory, peak disk; see [`wasm_sandbox_native::ResourceUsage`]), all shells
+    /// together. Never waits for a call in flight. Valid after [`Session::close`],
+    /// which keeps the last reading. `None` when this host measures nothing (no
+    /// cgroups); a field is `None` when that counter is not measured here. The file
+    /// tools' and `wasm-run` components' CPU runs on worker threads and is not
+    /// included.
+    pub fn resource_usage(&self) -> Option<wasm_sandbox_native::ResourceUsage> {
+        let mut u = self.usage.get();
+        if let Some(d) = &self.disk {
+            u.disk_peak_bytes = Some(d.peak_bytes());
+        }
+        (u.cpu.is_some() || u.memory_peak_bytes.is_some() || u.disk_peak_bytes.is_some())
+            .then_some(u)
+    }
+
+    /// The session's network use through its proxy (bytes each way, connections,
+    /// denials); `None` when the session has no proxy (`[networking] type =
+    /// "none"`, or bash without its sandbox). Valid after [`Session::close`].
+    pub fn network_usage(&self) -> Option<wasm_sandbox_egress::NetUsage> {
+        self.egress
+            .as_ref()
+            .and_then(crate::egress::EgressDir::usage)
+    }
+
     /// Runs one sandbox tool call and returns the result to post.
     ///
     /// Returns `None` for a tool that is not one of
@@ -283,17 +344,29 @@ impl Session {
         }
         // Closing cancels the call: it must not wait for a call that may never end.
         let mut closing = self.closing.subscribe();
-        tokio::select! {
+        let result = tokio::select! {
             result = self.call_tool_serial(call) => result,
             _ = closing.wait_for(|closed| *closed) => Some(ToolResult::error(format!(
                 "tool '{}' failed: the session was closed",
                 call.name
             ))),
+        };
+        // The disk peak is sampled after every call (a statvfs).
+        let mut result = result;
+        if let Some(d) = &self.disk {
+            let _ = d.used_bytes();
+            if let Some(r) = result.as_mut() {
+                explain_disk_full(d, call, r);
+            }
         }
+        result
     }
 
     async fn call_tool_serial(&self, call: &ToolCall) -> Option<ToolResult> {
         let _serial = self.call_lock.lock().await;
+        // Counted from here (the call holds the session) to its answer or cancellation.
+        self.account.count_call(&call.name);
+        let _active = self.account.active();
         if FILE_TOOLS.contains(&call.name.as_str()) {
             return Some(self.call_file_tool(call).await);
         }
@@ -338,6 +411,7 @@ impl Session {
                 preopens: self.preopens.clone(),
                 nn: self.nn.clone(),
                 session_id: self.id.clone(),
+                account: self.account.clone(),
             });
         }
     }
@@ -362,9 +436,12 @@ impl Session {
         let runtime = self.runtime.clone();
         let nn = self.nn.clone();
         let name = call.name.clone();
+        let account = self.account.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _busy = busy;
-            run_blocking(&runtime, &files, &preopens, &nn, &name, &request)
+            account.measure(crate::usage::CpuKind::Tools, || {
+                run_blocking(&runtime, &files, &preopens, &nn, &name, &request)
+            })
         });
         // The epoch deadline interrupts guest code, not a host call the guest
         // is blocked in; this outer deadline (one tick later) covers that too.
@@ -391,14 +468,19 @@ impl Session {
             return None;
         }
         let request = request_json(&call.name, &call.input, &self.tool_config);
-        Some(run_blocking(
-            &self.runtime,
-            &self.files,
-            &self.preopens,
-            &self.nn,
-            &call.name,
-            &request,
-        ))
+        // Metered like `call_tool`: the call, its wall time and its thread's CPU.
+        self.account.count_call(&call.name);
+        let _active = self.account.active();
+        Some(self.account.measure(crate::usage::CpuKind::Tools, || {
+            run_blocking(
+                &self.runtime,
+                &self.files,
+                &self.preopens,
+                &self.nn,
+                &call.name,
+                &request,
+            )
+        }))
     }
 
     /// Runs a `wasi:cli/command` component (see
@@ -418,15 +500,30 @@ impl Session {
         stdin: &[u8],
     ) -> Result<CommandOutput> {
         let inner = &self.runtime.inner;
-        FileToolsInstance::run_command(
-            inner,
-            &command.pre,
-            &self.preopens,
-            args,
-            stdin,
-            deadline_ticks(&self.runtime),
-            self.nn.ctx(),
-        )
+        self.account.measure(crate::usage::CpuKind::Run, || {
+            FileToolsInstance::run_command(
+                inner,
+                &command.pre,
+                &self.preopens,
+                args,
+                stdin,
+                deadline_ticks(&self.runtime),
+                self.nn.ctx(),
+            )
+        })
+    }
+
+    /// What this session's tool calls and wasm guests used so far: calls per tool, active
+    /// tool time, CPU of the file-tools and `wasm-run` threads, remote wasi-nn calls and bytes
+    /// (see [`crate::usage`]). Bash's own CPU, memory and disk are the cgroup's
+    /// (`resource_usage`).
+    pub fn wasm_usage(&self) -> crate::usage::WasmUsage {
+        let nn = self.nn.usage();
+        crate::usage::WasmUsage {
+            nn_calls: nn.calls,
+            nn_bytes: nn.bytes,
+            ..self.account.snapshot()
+        }
     }
 
     /// Ends the session: cancels the call in flight, kills the shell and every
@@ -442,6 +539,9 @@ impl Session {
         bash.close().await;
         if let Some(bridge) = &self.bridge {
             bridge.close();
+        }
+        if let Some(egress) = &self.egress {
+            egress.close();
         }
         // `try_lock`: a std mutex must not be waited for on an async thread, and
         // its holder may be a call blocked in a host call forever.
@@ -515,6 +615,122 @@ fn run_blocking(
                     ToolResult::error(format!("tool '{name}' failed: {err}"))
                 }
             }
+        }
+    }
+}
+
+/// The file tools' guest reports a failed stream write as `input/output error` (WASI
+/// streams carry no errno). When a `write`/`edit` fails so on a session disk that has
+/// less room than the call needed, the cause is the disk cap: say so, and how to get
+/// room back.
+fn explain_disk_full(
+    disk: &wasm_sandbox_native::disk::DiskCap,
+    call: &ToolCall,
+    r: &mut ToolResult,
+) {
+    if !r.is_error || !matches!(call.name.as_str(), "write" | "edit") {
+        return;
+    }
+    let needed: u64 = ["content", "new_string"]
+        .iter()
+        .filter_map(|k| call.input.get(*k).and_then(Value::as_str))
+        .map(|s| s.len() as u64)
+        .sum::<u64>()
+        + (1 << 20);
+    if disk.free_bytes().is_none_or(|free| free >= needed) {
+        return;
+    }
+    let cap = disk
+        .size_bytes()
+        .map(wasm_sandbox_units::format_size)
+        .unwrap_or_default();
+    for block in &mut r.content {
+        if let Some(text) = block.get("text").and_then(Value::as_str)
+            && text.contains("input/output error")
+        {
+            let text = text.replace(
+                "input/output error",
+                &format!(
+                    "No space left on device (the session's disk is full: {cap} cap for \
+                     /workspace and /mnt/session/outputs together; delete files to make room)"
+                ),
+            );
+            block["text"] = Value::String(text);
+        }
+    }
+}
+
+/// Mounts the session's capped filesystem when `[runtime.shape] disk` is set and the
+/// host can (the probe at start-up said so). The default layout only (`<root>/workspace`,
+/// `<root>/outputs`): an embedder's own directories are left as they are. A mount that
+/// fails fails the session under `enforce = "required"` and is logged otherwise.
+fn mount_disk(
+    runtime: &Runtime,
+    spec: &SessionSpec,
+) -> Result<Option<wasm_sandbox_native::disk::DiskCap>> {
+    let shape = &runtime.inner.config.shape;
+    let Some(bytes) = shape.disk_bytes else {
+        return Ok(None);
+    };
+    let required = shape.enforce == wasm_sandbox_native::Enforce::Required;
+    if runtime.inner.bash.report().disk_limit != wasm_sandbox_native::LimitMechanism::Filesystem {
+        // Under `required` the runtime refused to start already.
+        return Ok(None);
+    }
+    if spec.workspace.is_some() || spec.outputs.is_some() {
+        // The cap covers the default layout only; an embedder's directories (`replay
+        // --workspace`) stay on their own filesystem, which `required` cannot accept.
+        if required {
+            return Err(Error::Config(
+                "[runtime.shape] disk is set with enforce = \"required\", but the session \
+                 uses its own workspace/outputs directories, which the disk cap cannot cover; \
+                 drop the custom directories or use enforce = \"best-effort\""
+                    .into(),
+            ));
+        }
+        tracing::warn!(session_id = %spec.session_id,
+            "custom workspace/outputs directories: the session runs without the disk cap");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&spec.root).map_err(Error::Io)?;
+    // Writable memory stores the worker downloaded below the root go onto the cap too
+    // (`DiskCap::adopt`): bash binds them writable, so outside the cap they would let a
+    // session fill the host disk. Read-only ones stay where they are (the session cannot
+    // grow them; the download limits bound them).
+    match wasm_sandbox_native::disk::DiskCap::mount(&spec.root, bytes, shape.disk_inodes) {
+        Ok(mut d) => {
+            // Host overcommit (sparse images: see `wasm_sandbox_native::disk`).
+            if let Some(why) = d.overcommit() {
+                if required {
+                    return Err(Error::Config(format!(
+                        "refusing the session under [runtime.shape] enforce = \"required\": {why}"
+                    )));
+                }
+                tracing::warn!(session_id = %spec.session_id, problem = %why,
+                    "session disk cap overcommits the host volume (enforce = \"best-effort\")");
+            }
+            for m in spec.memory_stores.iter().filter(|m| !m.read_only) {
+                match d.adopt(&m.host_path) {
+                    Ok(()) => {}
+                    Err(e) if required => {
+                        return Err(Error::Config(format!(
+                            "cannot put memory store {} on the session's disk cap: {e}",
+                            m.guest_path
+                        )));
+                    }
+                    Err(e) => tracing::warn!(session_id = %spec.session_id, error = %e,
+                        "memory store left off the session's disk cap"),
+                }
+            }
+            Ok(Some(d))
+        }
+        Err(e) if required => Err(Error::Config(format!(
+            "cannot mount the session's disk cap: {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!(session_id = %spec.session_id, error = %e,
+                "cannot mount the session's disk cap; the session runs without it");
+            Ok(None)
         }
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct RunContext {
     pub preopens: Arc<Vec<Preopen>>,
     pub nn: Arc<NnSession>,
     pub session_id: String,
+    /// The session's usage counters (CPU of the runs).
+    pub account: Arc<crate::usage::SessionAccount>,
 }
 
 /// One session's bridge: its socket and the task accepting on it.
@@ -311,7 +313,11 @@ fn serve(ctx: &RunContext, sock: UnixStream, closed: Arc<AtomicBool>) {
     };
     let name = request.argv.first().cloned().unwrap_or_default();
     let started = Instant::now();
-    match run(ctx, &conn, request) {
+    // The component runs on this thread: its CPU time goes to the session's account.
+    match ctx
+        .account
+        .measure(crate::usage::CpuKind::Run, || run(ctx, &conn, request))
+    {
         Ok(code) => {
             tracing::debug!(session = %ctx.session_id, component = %Escaped(&name), exit_code = code,
                 elapsed_ms = started.elapsed().as_millis() as u64, "wasm-run finished");

@@ -20,9 +20,11 @@ pub struct BashConfig {
     /// Arguments placed before the init's own arguments, e.g. `["__sandbox-init"]`
     /// when `init_path` is a CLI with a hidden subcommand. Default: empty.
     pub init_args: Vec<String>,
-    /// Memory cap for the whole sandbox (cgroup v1 `memory.limit_in_bytes`; without
-    /// a memory cgroup, `RLIMIT_AS` per process). Default: 2 GiB. `None` = no cap.
-    /// File key `memory_limit = "2GiB"`, or `"unlimited"` for `None`.
+    /// bash's own memory cap on top of the session shape (`[runtime.shape] memory`):
+    /// bash's sandbox gets the smaller of the two (a cgroup, or without a memory cgroup
+    /// `RLIMIT_AS` per process). Default: unset (`None`, written `"unlimited"`): bash's
+    /// sandbox gets the shape's memory (4 GiB by default), the value that is reported and
+    /// billed. File key `memory_limit = "2GiB"` to cap bash below the shape.
     #[serde(
         rename = "memory_limit",
         with = "wasm_sandbox_units::size_or_unlimited"
@@ -139,7 +141,7 @@ impl Default for BashConfig {
             bwrap_path: None,
             init_path: None,
             init_args: Vec::new(),
-            memory_limit_bytes: Some(2 << 30),
+            memory_limit_bytes: None,
             pids_limit: Some(512),
             tmp_size_bytes: 256 << 20,
             shm_size_bytes: 64 << 20,

@@ -46,6 +46,7 @@
 //! Arguments (after the program name and any leading subcommand):
 //! `--ready-fd N`, `--ro PATH`, `--rw PATH` (private tmpfs), `--rw-host PATH`
 //! (writable host directories), `--dev PATH`, `--list PATH`, `--no-net`,
+//! `--egress-relay PORT:SOCKET` (the network relay of [`crate::net`]),
 //! `--require-landlock`, `--rlimit NAME=VALUE` (`as`, `nproc`, `fsize`, `nofile`),
 //! `--probe`, then `--` and the command. `--probe` applies every layer
 //! and then prints the report line on stdout instead of executing a command.
@@ -72,6 +73,8 @@ struct InitArgs {
     dev: Vec<PathBuf>,
     list: Vec<PathBuf>,
     no_net: bool,
+    /// `--egress-relay PORT:SOCKET`: run the relay of [`crate::net`].
+    egress_relay: Option<(u16, PathBuf)>,
     require_landlock: bool,
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     probe: bool,
@@ -101,6 +104,15 @@ fn parse_args(args: Vec<OsString>) -> Result<InitArgs, String> {
             "--dev" => out.dev.push(value()?.into()),
             "--list" => out.list.push(value()?.into()),
             "--no-net" => out.no_net = true,
+            "--egress-relay" => {
+                let v = value()?;
+                let (port, socket) = v
+                    .to_str()
+                    .and_then(|s| s.split_once(':'))
+                    .and_then(|(p, s)| Some((p.parse::<u16>().ok()?, PathBuf::from(s))))
+                    .ok_or_else(|| format!("bad --egress-relay {v:?}"))?;
+                out.egress_relay = Some((port, socket));
+            }
             "--require-landlock" => out.require_landlock = true,
             "--probe" => out.probe = true,
             "--rlimit" => {
@@ -284,13 +296,19 @@ fn set_no_new_privs() -> Result<(), String> {
     }
 }
 
-fn setup(args: &InitArgs) -> Result<Applied, String> {
+fn setup(args: &InitArgs) -> Result<(Applied, Option<std::net::TcpListener>), String> {
     set_cloexec_above_stderr()?;
     apply_rlimits(&args.rlimits)?;
+    // The relay's port is bound before the Landlock domain starts; the relay
+    // itself starts after every layer applies (see `crate::net`).
+    let relay = match &args.egress_relay {
+        Some((port, _)) if !args.probe => Some(crate::net::bind_relay(*port)?),
+        _ => None,
+    };
     let applied = apply_landlock(args)?;
     set_no_new_privs()?;
     crate::seccomp::install(applied.special_files == "seccomp").map_err(|e| e.to_string())?;
-    Ok(applied)
+    Ok((applied, relay))
 }
 
 /// Runs [`sandbox_init_main`] if this process was started as the sandbox's
@@ -351,7 +369,7 @@ pub fn sandbox_init_main<I: IntoIterator<Item = OsString>>(args: I) -> ! {
         }
     };
     match setup(&args) {
-        Ok(applied) => {
+        Ok((applied, relay)) => {
             let line = format!(
                 "ok landlock={} landlock_abi={} seccomp=1 no_new_privs=1 special_files={}",
                 applied.landlock, applied.landlock_abi, applied.special_files
@@ -360,6 +378,13 @@ pub fn sandbox_init_main<I: IntoIterator<Item = OsString>>(args: I) -> ! {
                 report(&line);
                 println!("{line}");
                 std::process::exit(0);
+            }
+            if let (Some(listener), Some((_, socket))) = (relay, &args.egress_relay)
+                && let Err(e) = crate::net::spawn_relay(listener, socket.clone())
+            {
+                report(&format!("err {e}"));
+                eprintln!("wasm-sandbox-init: {e}");
+                std::process::exit(125);
             }
             report(&line);
             drop(ready);
@@ -417,6 +442,30 @@ mod tests {
             a.command,
             [OsString::from("/bin/bash"), OsString::from("--norc")]
         );
+        assert!(a.egress_relay.is_none());
+        let a = parse_args(
+            [
+                "--egress-relay",
+                "3128:/run/wasm-sandbox/net/proxy.sock",
+                "--",
+                "/bin/bash",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+        )
+        .unwrap();
+        assert_eq!(
+            a.egress_relay,
+            Some((3128, PathBuf::from("/run/wasm-sandbox/net/proxy.sock")))
+        );
+        for bad in ["3128", "x:/s", "70000:/s"] {
+            let args = ["--egress-relay", bad, "--", "/bin/bash"];
+            assert!(
+                parse_args(args.iter().map(OsString::from).collect()).is_err(),
+                "{bad}"
+            );
+        }
         assert!(parse_args(vec![OsString::from("--bogus")]).is_err());
         assert!(parse_args(vec![]).is_err());
     }

@@ -54,18 +54,23 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod disk;
 pub mod env;
 pub mod init;
+pub mod net;
 pub mod protocol;
 pub mod sandbox;
 pub mod seccomp;
 pub mod session;
+pub mod shape;
 pub mod wasm_run;
 
+pub use cgroup::ResourceUsage;
 pub use config::BashConfig;
 pub use init::{init_binary_main, run_as_init_if_invoked, sandbox_init_main};
 pub use sandbox::{
     BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, SpecialFileGuard,
     StoreMount, locate_init,
 };
-pub use session::{BashOutput, BashSession};
+pub use session::{BashOutput, BashSession, UsageHandle};
+pub use shape::{Enforce, LimitStatus, ShapeConfig, ShapeReport};

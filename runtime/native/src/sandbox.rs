@@ -39,7 +39,9 @@
 //!    kernel kill every process inside, which is how teardown leaves nothing behind.
 //! 4. **Network namespace** (`--unshare-net`, unless `network = true`): only a
 //!    private loopback; the host's loopback services and the outside are
-//!    unreachable.
+//!    unreachable. With per-session egress (`[runtime.networking]`) the namespace
+//!    stays private: a relay on its loopback leads to the session's proxy on the
+//!    host, which decides every connection (see [`crate::net`]).
 //! 5. **IPC, UTS and cgroup namespaces**: no shared SysV IPC or POSIX message queues
 //!    with the host, a fixed hostname, and no view of the host's cgroup paths.
 //! 6. **`--new-session` and `--die-with-parent`**: no controlling terminal to inject
@@ -69,16 +71,16 @@
 //!    bit being set inside; the host mounts the session directories
 //!    `nosuid,nodev` so a set-id file from anywhere grants nothing when run from
 //!    there; `PR_SET_NO_NEW_PRIVS` makes set-id bits inert inside the sandbox.
-//! 9. **Resource limits** (see [`crate::cgroup`]): a per-session cgroup v1 memory
-//!    cap and pids cap where the host allows (root here), else `RLIMIT_AS` and
-//!    `RLIMIT_NPROC` (the kernel exempts host-root processes from `RLIMIT_NPROC`,
-//!    so that fallback only binds for non-root workers); `RLIMIT_FSIZE` and
-//!    `RLIMIT_NOFILE` always; the `/tmp` and `/dev/shm` tmpfs are size-capped.
-//!    **Workspace disk quota:** not enforced as a total. Only `RLIMIT_FSIZE` caps
-//!    each single file; a bind-mounted host directory has no per-directory quota
-//!    without project quotas or a dedicated filesystem, which this crate does not
-//!    set up. Deploy the workspace root on a size-limited filesystem when that
-//!    matters.
+//! 9. **Resource limits** (see [`crate::cgroup`] and [`crate::shape`]): per-session
+//!    cgroups (v2 delegated subtree first, v1 second) holding the CPU quota of
+//!    `[runtime.shape] vcpus` and the memory and pids caps, where the host allows
+//!    (root here), else `RLIMIT_AS` and `RLIMIT_NPROC` (the kernel exempts host-root
+//!    processes from `RLIMIT_NPROC`, so that fallback only binds for non-root
+//!    workers; no rlimit can limit a CPU rate); `RLIMIT_FSIZE` and `RLIMIT_NOFILE`
+//!    always; the `/tmp` and `/dev/shm` tmpfs are size-capped. **Disk total:** with
+//!    `[runtime.shape] disk`, the core runtime puts the workspace and outputs on a
+//!    per-session capped filesystem ([`crate::disk`]) before the sandbox starts;
+//!    without it only `RLIMIT_FSIZE` caps each single file.
 //! 10. **Environment hygiene** (see [`crate::env`]).
 //!
 //! # Fail closed
@@ -105,8 +107,9 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use crate::cgroup::{CgroupSupport, SessionCgroup};
+use crate::cgroup::{CgroupLimits, CgroupSupport, SessionCgroup};
 use crate::config::BashConfig;
+use crate::shape::{ShapeConfig, ShapeReport};
 
 /// Where the init helper is bound inside the sandbox.
 pub const INIT_GUEST_PATH: &str = "/run/wasm-sandbox/init";
@@ -135,12 +138,31 @@ pub enum SandboxError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitMechanism {
+    /// A per-session cgroup v2 controller (whole sandbox).
+    CgroupV2,
     /// A per-session cgroup v1 controller (whole sandbox).
     CgroupV1,
     /// A per-process rlimit (weaker: per process, not per sandbox).
     Rlimit,
+    /// A per-session size- and inode-capped filesystem (the disk cap; see
+    /// [`crate::disk`]).
+    Filesystem,
     /// Not enforced (not configured, or the fallback cannot bind here).
     None,
+}
+
+impl LimitMechanism {
+    /// The name used in logs, `/readyz` and metrics labels: `cgroup-v2`, `cgroup-v1`,
+    /// `rlimit`, `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitMechanism::CgroupV2 => "cgroup-v2",
+            LimitMechanism::CgroupV1 => "cgroup-v1",
+            LimitMechanism::Rlimit => "rlimit",
+            LimitMechanism::Filesystem => "loop-ext4",
+            LimitMechanism::None => "none",
+        }
+    }
 }
 
 /// Which layer stops bash from creating FIFOs, unix sockets and device nodes in
@@ -195,6 +217,12 @@ pub struct SandboxReport {
     pub memory_limit: LimitMechanism,
     /// How the process cap is enforced.
     pub pids_limit: LimitMechanism,
+    /// How the vCPU quota of `[runtime.shape]` is enforced (no rlimit can).
+    pub cpu_limit: LimitMechanism,
+    /// How the session disk cap of `[runtime.shape]` is enforced.
+    pub disk_limit: LimitMechanism,
+    /// The session shape and what enforces each of its limits (see [`crate::shape`]).
+    pub shape: ShapeReport,
     /// Size of the private `/tmp`.
     pub tmp_size_bytes: u64,
     /// `RLIMIT_FSIZE`, the per-file size cap (the workspace has no total quota).
@@ -231,6 +259,12 @@ pub struct BashSessionSpec {
     /// when set, it is bound at [`SOCKET_GUEST_PATH`](crate::wasm_run::SOCKET_GUEST_PATH)
     /// and the shim at [`SHIM_GUEST_PATH`](crate::wasm_run::SHIM_GUEST_PATH).
     pub wasm_run_socket: Option<PathBuf>,
+    /// Per-session network egress (see [`crate::net`]): a private host directory
+    /// where the session's proxy socket is (or, for a pooled sandbox, will be)
+    /// created, bound read-only at [`NET_GUEST_DIR`](crate::net::NET_GUEST_DIR).
+    /// When set, the init runs the loopback relay and bash gets the proxy
+    /// variables; the network namespace stays private. `None` = no network.
+    pub egress_dir: Option<PathBuf>,
 }
 
 /// The probed sandbox, shared by all sessions of a runtime.
@@ -239,6 +273,8 @@ pub struct BashSandbox {
     config: BashConfig,
     report: SandboxReport,
     cgroups: CgroupSupport,
+    /// What each session's cgroups are given (shape and bash caps combined).
+    limits: CgroupLimits,
     /// A private copy of the allow-listed `/etc` files, bound as one mount.
     etc: Option<PreparedEtc>,
 }
@@ -292,6 +328,8 @@ struct Plan<'a> {
     stores: &'a [StoreMount],
     /// The session's `wasm-run` socket on the host, if the bridge is on.
     wasm_run_socket: Option<&'a Path>,
+    /// The session's egress socket directory on the host (see [`crate::net`]).
+    egress_dir: Option<&'a Path>,
     memory_cgroup: bool,
     pids_cgroup: bool,
     probe: bool,
@@ -419,6 +457,9 @@ impl Plan<'_> {
             ]);
             landlock_ro.push(crate::wasm_run::SHIM_GUEST_DIR.into());
         }
+        if let Some(dir) = self.egress_dir {
+            push(&[&"--ro-bind", &dir, &crate::net::NET_GUEST_DIR]);
+        }
         push(&[
             &"--ro-bind",
             &self.init,
@@ -450,7 +491,16 @@ impl Plan<'_> {
             a.push(os(p));
         }
         a.extend(["--dev", "/dev", "--list", "/"].map(os));
-        if !c.network {
+        if self.egress_dir.is_some() {
+            // TCP stays inside the private namespace: see `crate::net` for why
+            // Landlock does not restrict it in this mode.
+            a.push(os("--egress-relay"));
+            a.push(os(format!(
+                "{}:{}",
+                crate::net::RELAY_PORT,
+                crate::net::SOCKET_GUEST_PATH
+            )));
+        } else if !c.network {
             a.push(os("--no-net"));
         }
         if c.require_landlock {
@@ -700,11 +750,34 @@ impl BashSandbox {
     /// few milliseconds. Never fails: an unusable sandbox is recorded in the report
     /// and makes sessions fail closed.
     pub fn new(config: BashConfig) -> Self {
-        let cgroups = if config.use_cgroups {
-            CgroupSupport::detect()
-        } else {
-            CgroupSupport::default()
+        Self::with_shape(config, &ShapeConfig::default())
+    }
+
+    /// [`new`](Self::new) with the session shape of `[runtime.shape]`: sessions'
+    /// cgroups get its vCPU quota, and the smaller of its and `config`'s memory and
+    /// pids caps (see [`crate::shape`]).
+    pub fn with_shape(config: BashConfig, shape: &ShapeConfig) -> Self {
+        Self::build(config, shape, false)
+    }
+
+    /// [`with_shape`](Self::with_shape) for inspection only (`doctor`): the cgroups are
+    /// found without writing anything ([`CgroupSupport::inspect`]: no process moved, no
+    /// trial cgroup), so the report is the plan, not a tried one. Not for serving.
+    pub fn inspect(config: BashConfig, shape: &ShapeConfig) -> Self {
+        Self::build(config, shape, true)
+    }
+
+    fn build(config: BashConfig, shape: &ShapeConfig, read_only: bool) -> Self {
+        let mut cgroups = match (config.use_cgroups, read_only) {
+            (false, _) => CgroupSupport::default(),
+            (true, false) => CgroupSupport::detect(),
+            (true, true) => CgroupSupport::inspect(),
         };
+        let (limits, shape_report) = crate::shape::plan(&config, shape, &mut cgroups, !read_only);
+        // The rlimit fallbacks use the planned caps (the shape's, or bash's own where
+        // smaller), the same values the report shows.
+        let mut config = config;
+        (config.memory_limit_bytes, config.pids_limit) = (limits.memory, limits.pids);
         let bwrap = find_bwrap(&config);
         let init = match &config.init_path {
             Some(p) => p.is_file().then(|| p.clone()),
@@ -714,20 +787,15 @@ impl BashSandbox {
         if !config.network {
             namespaces.push("net");
         }
-        let memory_limit = match config.memory_limit_bytes {
-            None => LimitMechanism::None,
-            Some(_) if cgroups.memory_parent.is_some() => LimitMechanism::CgroupV1,
-            Some(_) => LimitMechanism::Rlimit,
+        let mechanism = |limit: &str| {
+            shape_report
+                .limits
+                .iter()
+                .find(|l| l.limit == limit)
+                .map_or(LimitMechanism::None, |l| l.mechanism)
         };
-        // SAFETY: geteuid has no preconditions.
-        let is_root = unsafe { libc::geteuid() } == 0;
-        let pids_limit = match config.pids_limit {
-            None => LimitMechanism::None,
-            Some(_) if cgroups.pids_parent.is_some() => LimitMechanism::CgroupV1,
-            // The kernel exempts host root from RLIMIT_NPROC.
-            Some(_) if is_root => LimitMechanism::None,
-            Some(_) => LimitMechanism::Rlimit,
-        };
+        let (memory_limit, pids_limit) = (mechanism("memory"), mechanism("pids"));
+        let (cpu_limit, disk_limit) = (mechanism("cpu"), mechanism("disk"));
         let mut report = SandboxReport {
             available: false,
             unavailable_reason: None,
@@ -743,6 +811,9 @@ impl BashSandbox {
             special_files: SpecialFileGuard::None,
             memory_limit,
             pids_limit,
+            cpu_limit,
+            disk_limit,
+            shape: shape_report,
             tmp_size_bytes: config.tmp_size_bytes,
             max_file_size_bytes: config.max_file_size_bytes,
             network: config.network,
@@ -808,6 +879,7 @@ impl BashSandbox {
             config,
             report,
             cgroups,
+            limits,
             etc,
         }
     }
@@ -851,6 +923,15 @@ impl BashSandbox {
         };
         let workspace = dir("workspace", &spec.workspace)?;
         let outputs = dir("outputs", &spec.outputs)?;
+        if spec.egress_dir.is_some() && self.config.network {
+            return Err(SandboxError::Config(
+                "networking (egress proxy) and bash.network = true are exclusive".into(),
+            ));
+        }
+        let egress_dir = match &spec.egress_dir {
+            Some(d) => Some(dir("egress socket", d)?),
+            None => None,
+        };
         valid_store_path(&spec.memory_stores)?;
         let mut stores = Vec::with_capacity(spec.memory_stores.len());
         for s in &spec.memory_stores {
@@ -866,12 +947,17 @@ impl BashSandbox {
             sanitize(&spec.session_id),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let cgroup = SessionCgroup::create(
+        let mut cgroup = SessionCgroup::create(&self.cgroups, &cgroup_name, &self.limits);
+        // What the cgroup got against what the report promised (see `check_applied`).
+        if let Err(e) = crate::cgroup::check_applied(
+            &cgroup,
             &self.cgroups,
-            &cgroup_name,
-            self.config.memory_limit_bytes,
-            self.config.pids_limit,
-        );
+            &self.limits,
+            self.report.shape.enforce,
+        ) {
+            let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+            return Err(SandboxError::Start(e));
+        }
         let (ready_r, ready_w) = std::io::pipe().map_err(start_err)?;
         let plan = Plan {
             config: &self.config,
@@ -882,13 +968,17 @@ impl BashSandbox {
             outputs: Some(&outputs),
             stores: &stores,
             wasm_run_socket: spec.wasm_run_socket.as_deref(),
-            memory_cgroup: cgroup.memory.is_some(),
-            pids_cgroup: cgroup.pids.is_some(),
+            egress_dir: egress_dir.as_deref(),
+            memory_cgroup: cgroup.memory_limited(),
+            pids_cgroup: cgroup.pids_limited(),
             probe: false,
         };
         let mut env = crate::env::build_env(&self.config, spec.env.as_ref());
         if spec.wasm_run_socket.is_some() && spec.env.is_none() {
             crate::env::append_path(&mut env, crate::wasm_run::SHIM_GUEST_DIR);
+        }
+        if egress_dir.is_some() {
+            env.extend(crate::net::proxy_env());
         }
         let (out_r, out_w) = std::io::pipe().map_err(start_err)?;
         let mut cmd = Command::new(bwrap);
@@ -996,6 +1086,7 @@ fn probe_sandbox(
         outputs: None,
         stores: &[],
         wasm_run_socket: None,
+        egress_dir: None,
         memory_cgroup: false,
         pids_cgroup: false,
         probe: true,
@@ -1090,6 +1181,9 @@ pub(crate) struct Shell {
     /// Host pid and pid-namespace inode of the sandbox's pid 1.
     reaper: Option<(i32, u64)>,
     cgroup: Option<SessionCgroup>,
+    /// The session account the cgroups' last reading goes to when they are removed
+    /// (see [`Shell::attach_usage`]).
+    usage: Option<crate::session::UsageHandle>,
     unsandboxed: bool,
     terminated: bool,
 }
@@ -1127,6 +1221,7 @@ impl Shell {
             stdout,
             reaper: None,
             cgroup,
+            usage: None,
             unsandboxed,
             terminated: false,
         })
@@ -1245,10 +1340,36 @@ impl Shell {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        if let Some(mut cg) = self.cgroup.take() {
-            let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+        if let Some(cg) = self.cgroup.take() {
+            // The last reading is retired into the session's account inside the
+            // blocking task, before the cgroups go: if this future is dropped here,
+            // the task still runs to its end and nothing is lost.
+            let usage = self.usage.clone();
+            let removal = tokio::task::spawn_blocking(move || remove_cgroup(cg, usage.as_ref()));
+            let _ = removal.await;
         }
     }
+
+    /// Counts this shell's cgroups in `usage` from now on; their last reading moves to
+    /// its past when they are removed (by [`terminate`](Self::terminate) or `Drop`).
+    pub(crate) fn attach_usage(&mut self, usage: crate::session::UsageHandle) {
+        usage.attach(
+            self.cgroup
+                .as_ref()
+                .map(SessionCgroup::probe)
+                .unwrap_or_default(),
+        );
+        self.usage = Some(usage);
+    }
+}
+
+/// Removes a shell's cgroups, retiring their last reading into `usage` first.
+fn remove_cgroup(mut cg: SessionCgroup, usage: Option<&crate::session::UsageHandle>) {
+    cg.remove_with(|probe| {
+        if let Some(u) = usage {
+            u.retire(probe);
+        }
+    });
 }
 
 /// Live processes of the pid namespace `ns`. Zombies are left out: they are already
@@ -1277,23 +1398,32 @@ fn is_zombie(pid: i32) -> bool {
 
 impl Drop for Shell {
     fn drop(&mut self) {
-        if self.terminated {
+        let cgroup = self.cgroup.take();
+        if self.terminated && cgroup.is_none() {
             return;
         }
-        self.kill_now();
-        let _ = self.child.kill();
-        // Reap bubblewrap and remove the cgroups off the caller's thread.
-        let mut cgroup = self.cgroup.take();
+        // Not terminated, or a `terminate` whose future was dropped before it reached
+        // the cgroups (it had already sent the kill): finish the teardown here.
+        if !self.terminated {
+            self.kill_now();
+            let _ = self.child.kill();
+        }
+        // Reap bubblewrap (unless std's Child already has: then its pid may be reused)
+        // and remove the cgroups, retiring their reading, off the caller's thread.
+        let reap = matches!(self.child.try_wait(), Ok(None));
+        let usage = self.usage.take();
         let pid = self.pid();
         let _ = std::thread::Builder::new()
             .name("wasm-sandbox-reap".into())
             .spawn(move || {
-                let mut status = 0;
-                // SAFETY: waitpid on our own child pid, which nothing else reaps
-                // (std's Child is being dropped without waiting).
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if let Some(cg) = cgroup.as_mut() {
-                    cg.remove();
+                if reap {
+                    let mut status = 0;
+                    // SAFETY: waitpid on our own child pid, not reaped yet, which
+                    // nothing else reaps (std's Child is being dropped without waiting).
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                }
+                if let Some(cg) = cgroup {
+                    remove_cgroup(cg, usage.as_ref());
                 }
             });
     }
@@ -1347,12 +1477,11 @@ mod tests {
         assert!(check(&["/mnt/memory/a", "/mnt/memory/a/b"]).is_err());
     }
 
-    #[test]
-    fn plan_never_binds_secrets_and_ends_with_bash() {
-        let mut config = BashConfig::default();
-        config.etc_files.push("/etc/shadow".into());
+    /// The bubblewrap arguments of a plan for a session with a workspace and outputs,
+    /// a memory cgroup and no pids cgroup, as strings.
+    fn plan_args(config: &BashConfig, egress_dir: Option<&Path>) -> Vec<String> {
         let plan = Plan {
-            config: &config,
+            config,
             etc_dir: None,
             init: Path::new("/x/init"),
             ready_fd: 7,
@@ -1360,15 +1489,46 @@ mod tests {
             outputs: Some(Path::new("/o")),
             stores: &[],
             wasm_run_socket: None,
+            egress_dir,
             memory_cgroup: true,
             pids_cgroup: false,
             probe: false,
         };
-        let args: Vec<String> = plan
-            .args()
+        plan.args()
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+            .collect()
+    }
+
+    /// With an egress directory: still a private network namespace, the directory
+    /// bound read-only, the relay started, and Landlock's TCP rule left to the
+    /// namespace (see `crate::net`).
+    #[test]
+    fn plan_with_egress_keeps_the_private_netns_and_starts_the_relay() {
+        let config = BashConfig::default();
+        let args = plan_args(&config, Some(Path::new("/h/net-1")));
+        assert!(args.contains(&"--unshare-net".to_owned()));
+        assert!(!args.contains(&"--no-net".to_owned()));
+        assert!(
+            args.windows(3)
+                .any(|w| w == ["--ro-bind", "/h/net-1", crate::net::NET_GUEST_DIR])
+        );
+        assert!(args.windows(2).any(|w| w
+            == [
+                "--egress-relay".to_owned(),
+                format!(
+                    "{}:{}",
+                    crate::net::RELAY_PORT,
+                    crate::net::SOCKET_GUEST_PATH
+                )
+            ]));
+    }
+
+    #[test]
+    fn plan_never_binds_secrets_and_ends_with_bash() {
+        let mut config = BashConfig::default();
+        config.etc_files.push("/etc/shadow".into());
+        let args = plan_args(&config, None);
         assert!(!args.iter().any(|a| a.contains("shadow")));
         assert!(args.ends_with(&[
             "--".into(),

@@ -1,15 +1,16 @@
 //! One session's persistent shell with the reference semantics (`toolset.md` §5.6).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::cgroup::{ResourceUsage, UsageProbe};
 use crate::protocol::{
     self, BashRequest, OutputBuffer, READ_CHUNK, RESTARTED, TERMINATED, finish_output,
 };
-use crate::sandbox::{BashSandbox, BashSessionSpec, SandboxError, Shell};
+use crate::sandbox::{BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, Shell};
 
 /// The result of one bash call, before the runner's content bridging.
 ///
@@ -65,6 +66,74 @@ pub struct BashSession {
     /// (outer cancellation), the next call finds it set and treats the shell as
     /// dead, as the reference does on cancellation.
     in_flight: bool,
+    /// What this session's shells have used (see [`BashSession::usage`]).
+    usage: UsageHandle,
+}
+
+/// A session's resource usage, readable without the session's lock (a bash call may be
+/// in flight): the counters of shells already ended, plus the live shells' cgroups.
+/// Cloned from [`BashSession::usage_handle`]; valid after [`BashSession::close`], which
+/// keeps the last reading.
+///
+/// Each shell's cgroups are counted exactly once, either live or past: the teardown
+/// moves a shell from `live` to `past` in one step under the lock, with a last reading
+/// taken in that step and before the cgroups are removed
+/// ([`SessionCgroup::remove_with`](crate::cgroup::SessionCgroup::remove_with)). The
+/// move runs in the teardown's blocking task (or the thread of `Shell`'s `Drop`), not
+/// in the future awaiting it, so a teardown cancelled by a caller's timeout or a close
+/// cannot drop the runaway shell's CPU from the bill, and a concurrent reading never
+/// sees the shell in neither place (the live cgroup already gone, the past not yet
+/// updated).
+#[derive(Clone, Debug, Default)]
+pub struct UsageHandle(Arc<Mutex<UsageState>>);
+
+#[derive(Debug, Default)]
+struct UsageState {
+    /// Shells already ended, summed.
+    past: ResourceUsage,
+    /// The cgroups of shells not yet retired: the running one, and one whose teardown
+    /// was cancelled and still finishes in the background while a new shell starts.
+    live: Vec<UsageProbe>,
+    /// What a session that ran nothing reports: `Some(0)` where the host measures.
+    zero: ResourceUsage,
+}
+
+impl UsageHandle {
+    fn with<R>(&self, f: impl FnOnce(&mut UsageState) -> R) -> R {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// CPU time and peak memory of every process the session's bash sandboxes ran (all
+    /// shells, restarts included), and the peak disk use. `None` = not measured here.
+    pub fn get(&self) -> ResourceUsage {
+        self.with(|s| {
+            s.live
+                .iter()
+                .fold(s.zero.then(s.past), |acc, p| acc.then(p.read()))
+        })
+    }
+
+    /// Starts counting a new shell's cgroups.
+    pub(crate) fn attach(&self, probe: UsageProbe) {
+        self.with(|s| s.live.push(probe));
+    }
+
+    /// Moves a shell from live to past: under the lock, takes the last reading of its
+    /// cgroups (which must still exist), adds it to `past` and forgets the probe. A
+    /// probe that is not live (never attached, or already retired) changes nothing, so
+    /// a shell is never counted twice.
+    pub(crate) fn retire(&self, probe: &UsageProbe) {
+        self.with(|s| {
+            if let Some(i) = s.live.iter().position(|p| p == probe) {
+                s.live.swap_remove(i);
+                s.past = s.past.then(probe.read());
+            }
+        });
+    }
 }
 
 impl BashSession {
@@ -75,7 +144,34 @@ impl BashSession {
             spec,
             state: State::NotStarted,
             in_flight: false,
+            usage: UsageHandle::default(),
         }
+        .with_zero_usage()
+    }
+
+    fn with_zero_usage(self) -> Self {
+        let report = self.sandbox.report();
+        let measured =
+            |m: LimitMechanism| matches!(m, LimitMechanism::CgroupV1 | LimitMechanism::CgroupV2);
+        let zero = ResourceUsage {
+            cpu: report.shape.cpu_accounting.then_some(Duration::ZERO),
+            memory_peak_bytes: measured(report.memory_limit).then_some(0),
+            disk_peak_bytes: None,
+        };
+        self.usage.with(|s| s.zero = zero);
+        self
+    }
+
+    /// What this session's bash sandboxes have used so far, all shells together (see
+    /// [`UsageHandle::get`]). Valid after [`close`](Self::close), which keeps the last
+    /// reading (the cgroups are gone by then).
+    pub fn usage(&self) -> ResourceUsage {
+        self.usage.get()
+    }
+
+    /// A handle to [`usage`](Self::usage) that needs no lock on this session.
+    pub fn usage_handle(&self) -> UsageHandle {
+        self.usage.clone()
     }
 
     /// Hands a prestarted session (from a pool of sandboxes started ahead of
@@ -96,7 +192,8 @@ impl BashSession {
     /// start). A no-op when a shell is already running.
     pub async fn prestart(&mut self) -> Result<(), SandboxError> {
         if matches!(self.state, State::NotStarted) {
-            let shell = self.sandbox.launch(&self.spec).await?;
+            let mut shell = self.sandbox.launch(&self.spec).await?;
+            shell.attach_usage(self.usage.clone());
             self.state = State::Running(Box::new(shell));
         }
         Ok(())
@@ -209,11 +306,14 @@ impl BashSession {
     }
 
     async fn kill_shell(&mut self) {
-        if let State::Running(shell) = &mut self.state {
-            shell.terminate().await;
-        }
-        if matches!(self.state, State::Running(_)) {
-            self.state = State::NotStarted;
+        // The shell leaves `state` before the first await, owned by this future: if the
+        // future is dropped mid-teardown (a caller's timeout, a close racing a call),
+        // the shell's `Drop` finishes the teardown on a thread, and a later call finds
+        // no half-terminated shell. Either way the shell's last reading reaches
+        // `self.usage` (see `UsageHandle`), not through this future.
+        match std::mem::replace(&mut self.state, State::NotStarted) {
+            State::Running(mut shell) => shell.terminate().await,
+            other => self.state = other,
         }
     }
 
@@ -283,6 +383,7 @@ mod tests {
                 memory_stores: vec![],
                 env: None,
                 wasm_run_socket: None,
+                egress_dir: None,
             },
         );
         is_send(&s);

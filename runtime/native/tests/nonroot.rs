@@ -80,6 +80,7 @@ async fn child_as_nobody() {
         memory_stores: vec![],
         env: None,
         wasm_run_socket: None,
+        egress_dir: None,
     };
     let mut s = BashSession::new(sandbox, spec);
     assert_eq!(run(&mut s, "id -u; echo hi > f; cat f").await, ok("0\nhi"));

@@ -90,7 +90,7 @@ impl SandboxProvider for CoreProvider {
     /// sessions work, unsandboxed, as that option promises; the probe already logged it).
     fn unavailable(&self) -> Vec<crate::sandbox::Unavailable> {
         let report = self.runtime.sandbox_report();
-        match &report.unavailable_reason {
+        let mut out = match &report.unavailable_reason {
             Some(reason) if !report.available && !report.unsandboxed_fallback => {
                 vec![crate::sandbox::Unavailable {
                     what: "bash sandbox".to_owned(),
@@ -99,7 +99,24 @@ impl SandboxProvider for CoreProvider {
                 }]
             }
             _ => Vec::new(),
+        };
+        // A required shape the host cannot hold (Runtime::new refuses it already; kept
+        // here so any provider built around such a runtime is never reported ready).
+        let missing = report.shape.missing();
+        if report.shape.enforce == wasm_sandbox_native::Enforce::Required && !missing.is_empty() {
+            out.push(crate::sandbox::Unavailable {
+                what: "sandbox shape".to_owned(),
+                reason: missing.join("; "),
+                fix: "give the worker writable cgroup controllers (deploy/README.md, \"Sandbox \
+                      shape\"), or set [runtime.shape] enforce = \"best-effort\""
+                    .to_owned(),
+            });
         }
+        out
+    }
+
+    fn shape(&self) -> Option<wasm_sandbox_native::ShapeReport> {
+        Some(self.runtime.sandbox_report().shape.clone())
     }
 
     async fn create(&self, spec: SandboxSpec) -> anyhow::Result<CoreSession> {
@@ -107,6 +124,7 @@ impl SandboxProvider for CoreProvider {
         let session = tokio::task::spawn_blocking(move || {
             let mut core = SessionSpec::new(spec.session_id, spec.root);
             core.memory_stores = spec.memory_stores;
+            core.network_allowed_hosts = spec.network_allowed_hosts;
             runtime.session(core)
         })
         .await??;
@@ -130,6 +148,31 @@ impl SandboxSession for CoreSession {
 
     async fn close(&self) {
         self.session.close().await;
+    }
+
+    /// The core session's counters: tool calls and active time, wasm CPU and wasi-nn
+    /// ([`Session::wasm_usage`]), the bash cgroup's CPU and peaks
+    /// ([`Session::resource_usage`]), the egress proxy's bytes, and the configured shape.
+    fn usage(&self) -> crate::sandbox::SessionUsage {
+        let wasm = self.session.wasm_usage();
+        let bash = self.session.resource_usage().unwrap_or_default();
+        let shape = &self.runtime.config().shape;
+        crate::sandbox::SessionUsage {
+            active: wasm.active,
+            tool_calls: wasm.tool_calls,
+            bash_cpu: bash.cpu,
+            wasm_tools_cpu: wasm.wasm_tools_cpu,
+            wasm_run_cpu: wasm.wasm_run_cpu,
+            memory_peak_bytes: bash.memory_peak_bytes,
+            disk_peak_bytes: bash.disk_peak_bytes,
+            nn_calls: wasm.nn_calls,
+            nn_bytes: wasm.nn_bytes,
+            network: network_usage(&self.session),
+            shape: Some(wasm_sandbox_usage::Shape {
+                vcpus: shape.vcpus,
+                memory_bytes: shape.memory_bytes,
+            }),
+        }
     }
 
     fn skills_installed(&self, workspace: &std::path::Path) {
@@ -165,6 +208,19 @@ impl SandboxSession for CoreSession {
             }
         });
     }
+}
+
+/// The session's network use through its egress proxy (`None`: no proxy, so unmeasured, which
+/// the record keeps as `null` rather than zero).
+fn network_usage(session: &Session) -> Option<wasm_sandbox_usage::NetworkUsage> {
+    session
+        .network_usage()
+        .map(|n| wasm_sandbox_usage::NetworkUsage {
+            bytes_up: n.bytes_up,
+            bytes_down: n.bytes_down,
+            connections: n.connections,
+            denials: n.denials,
+        })
 }
 
 fn open_no_follow(path: &std::path::Path) -> std::io::Result<std::fs::File> {

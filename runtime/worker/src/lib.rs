@@ -15,6 +15,7 @@
 //! * [`memory`] — memory stores: download, mount, sync after tool calls, final sync;
 //! * [`worker`] — poll → ack → heartbeat → sandbox → runner → teardown → stop, N at once;
 //! * [`ops`] + [`metrics`] — `/healthz`, `/readyz`, `/metrics`, `/queue`;
+//! * [`usage`] — the usage record of each item: ledger before the stop, counters, HTTP sink;
 //! * [`serve`](mod@serve) — `wasm-sandbox serve` flags, config file, signals, logging, `--local`.
 //!
 //! The sandbox is behind the [`sandbox::SandboxProvider`] seam; the production provider is the
@@ -26,16 +27,19 @@
 
 pub mod client;
 pub mod core_adapter;
+pub mod egress_guard;
 pub mod lease;
 pub mod memory;
 pub mod metrics;
 pub mod ops;
+pub mod persist;
 pub mod proto;
 pub mod runner;
 pub mod sandbox;
 pub mod secret;
 pub mod serve;
 pub mod skills;
+pub mod usage;
 pub mod worker;
 
 pub use serve::{ServeArgs, serve};

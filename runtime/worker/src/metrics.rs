@@ -30,6 +30,22 @@ pub struct ToolLabels {
     pub outcome: String,
 }
 
+/// Labels of `shape_limit_active`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShapeLabels {
+    /// `cpu`, `memory`, `pids`, `disk`.
+    pub limit: String,
+    /// `cgroup-v2`, `cgroup-v1`, `rlimit`, `none`.
+    pub mechanism: String,
+}
+
+/// Labels of `shape_session_fallbacks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `cpu`, `memory`, `pids`.
+    pub limit: String,
+}
+
 /// Labels of `tool_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolNameLabels {
@@ -48,6 +64,17 @@ pub struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `work`, `empty`, `error`.
+    pub result: String,
+}
+
+/// Labels of `session_snapshots_total` (`[runtime.persistence]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    /// `save` (item end or checkpoint) or `restore`.
+    pub op: String,
+    /// `ok`, `empty` (nothing to restore), `too_large`, `conflict` (lost the generation CAS),
+    /// `skipped` (not saved: the item's restore failed without proving the stored snapshot
+    /// bad), `failed`.
     pub result: String,
 }
 
@@ -113,6 +140,37 @@ pub struct Metrics {
     pub queue_pending: Gauge,
     /// Constant 1, labelled with the build's facts.
     pub build_info: Family<BuildLabels, Gauge>,
+    /// Usage records: sessions, CPU and active seconds, network bytes, by environment
+    /// ([`crate::usage`]).
+    pub usage: crate::usage::UsageMetrics,
+    /// Session snapshots saved and restored, by outcome ([`crate::persist`]).
+    pub session_snapshots: Family<SnapshotLabels, Counter>,
+    /// 1 per limit of the session shape enforced for the whole session, 0 otherwise
+    /// (see [`Metrics::shape_limits`]).
+    pub shape_limit_active: Family<ShapeLabels, Gauge>,
+    /// Sessions launched without a limit their cgroup should have had (best effort;
+    /// under `required` the launch fails), synced from
+    /// [`wasm_sandbox_native::cgroup::session_fallbacks`] at each scrape.
+    pub shape_session_fallbacks: Family<LimitLabels, Counter>,
+    /// Egress proxy decisions over all sessions (`decision` = `allowed`, `denied`,
+    /// `error`), synced from [`wasm_sandbox_egress::stats`] at each scrape.
+    pub egress_requests: Family<EgressDecisionLabels, Counter>,
+    /// Bytes through the egress proxies (`direction` = `up`, `down`).
+    pub egress_bytes: Family<EgressDirectionLabels, Counter>,
+}
+
+/// Labels of `egress_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressDecisionLabels {
+    /// `allowed`, `denied`, `error`.
+    pub decision: String,
+}
+
+/// Labels of `egress_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressDirectionLabels {
+    /// `up` (to destinations) or `down`.
+    pub direction: String,
 }
 
 impl Default for Metrics {
@@ -192,6 +250,38 @@ impl Metrics {
             "Build facts of this worker (value 1)",
             build_info.clone(),
         );
+        let shape_limit_active = Family::<ShapeLabels, Gauge>::default();
+        registry.register(
+            "shape_limit_active",
+            "Session shape limits: 1 when the limit is enforced for the whole session by the named mechanism, 0 when configured but not (or only per process)",
+            shape_limit_active.clone(),
+        );
+        let shape_session_fallbacks = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "shape_session_fallbacks",
+            "Sessions whose cgroup did not get a configured limit at launch (enforce = best-effort; the rlimit fallback applied), by limit",
+            shape_session_fallbacks.clone(),
+        );
+        let usage = crate::usage::UsageMetrics::default();
+        usage.register(registry);
+        let session_snapshots = Family::<SnapshotLabels, Counter>::default();
+        registry.register(
+            "session_snapshots",
+            "Session workspace snapshots saved and restored, by outcome",
+            session_snapshots.clone(),
+        );
+        let egress_requests = Family::<EgressDecisionLabels, Counter>::default();
+        registry.register(
+            "egress_requests",
+            "Network egress proxy decisions over all sessions",
+            egress_requests.clone(),
+        );
+        let egress_bytes = Family::<EgressDirectionLabels, Counter>::default();
+        registry.register(
+            "egress_bytes",
+            "Bytes through the network egress proxies, by direction",
+            egress_bytes.clone(),
+        );
         Metrics {
             registry: root,
             sessions_active,
@@ -205,6 +295,53 @@ impl Metrics {
             queue_depth,
             queue_pending,
             build_info,
+            usage,
+            session_snapshots,
+            shape_limit_active,
+            shape_session_fallbacks,
+            egress_requests,
+            egress_bytes,
+        }
+    }
+
+    /// Brings the egress counters up to the process-wide totals (they live in
+    /// the egress crate, which cannot see this registry).
+    fn sync_egress(&self) {
+        let s = wasm_sandbox_egress::stats();
+        let bump = |c: &Counter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        for (decision, total) in [
+            ("allowed", s.allowed),
+            ("denied", s.denied),
+            ("error", s.errors),
+        ] {
+            let labels = EgressDecisionLabels {
+                decision: decision.to_owned(),
+            };
+            bump(&self.egress_requests.get_or_create(&labels), total);
+        }
+        for (direction, total) in [("up", s.bytes_up), ("down", s.bytes_down)] {
+            let labels = EgressDirectionLabels {
+                direction: direction.to_owned(),
+            };
+            bump(&self.egress_bytes.get_or_create(&labels), total);
+        }
+    }
+
+    /// Records which limits of the session shape are active (configured limits only).
+    pub fn shape_limits(&self, shape: &wasm_sandbox_native::ShapeReport) {
+        for l in shape.limits.iter().filter(|l| l.value.is_some()) {
+            let labels = ShapeLabels {
+                limit: l.limit.to_owned(),
+                mechanism: l.mechanism.as_str().to_owned(),
+            };
+            self.shape_limit_active
+                .get_or_create(&labels)
+                .set(i64::from(l.active()));
         }
     }
 
@@ -254,6 +391,15 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.sync_egress();
+        for (limit, total) in wasm_sandbox_native::cgroup::session_fallbacks() {
+            let c = self.shape_session_fallbacks.get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            });
+            if total > c.get() {
+                c.inc_by(total - c.get());
+            }
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "metrics encoding failed");
@@ -285,6 +431,9 @@ mod tests {
         let text = m.encode();
         for needle in [
             "wasm_sandbox_sessions_active 1",
+            // Always present (zero until a session uses a proxy), no session label.
+            r#"wasm_sandbox_egress_requests_total{decision="denied"}"#,
+            r#"wasm_sandbox_egress_bytes_total{direction="down"}"#,
             r#"wasm_sandbox_tool_calls_total{tool="bash",outcome="ok"} 1"#,
             r#"wasm_sandbox_tool_duration_seconds_count{tool="bash"} 1"#,
             r#"wasm_sandbox_claims_total{kind="session"} 1"#,

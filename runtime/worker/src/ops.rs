@@ -168,6 +168,8 @@ struct Ops {
     state: OpsState,
     queue: Arc<QueueCache>,
     unavailable: Arc<Vec<Unavailable>>,
+    /// Lines appended to every `/readyz` answer (the session shape's enforcement).
+    detail: Arc<Vec<String>>,
 }
 
 /// State shared by the ops handlers.
@@ -199,10 +201,22 @@ pub fn router_with(
     cache: Arc<QueueCache>,
     unavailable: Vec<Unavailable>,
 ) -> Router {
+    router_with_detail(state, cache, unavailable, Vec::new())
+}
+
+/// [`router_with`], with `detail` lines appended to every `/readyz` answer (the session
+/// shape: which limits are active and how).
+pub fn router_with_detail(
+    state: OpsState,
+    cache: Arc<QueueCache>,
+    unavailable: Vec<Unavailable>,
+    detail: Vec<String>,
+) -> Router {
     let state = Ops {
         state,
         queue: cache,
         unavailable: Arc::new(unavailable),
+        detail: Arc::new(detail),
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -230,25 +244,45 @@ async fn readyz(
     State(Ops {
         state: s,
         unavailable,
+        detail,
         ..
     }): State<Ops>,
 ) -> Response {
+    let with_detail = |body: String| {
+        let mut body = body;
+        for line in detail.iter() {
+            body.push_str(line);
+            body.push('\n');
+        }
+        body
+    };
     // Checked first: it does not go away by itself, and it is what an operator must fix.
     if !unavailable.is_empty() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            unavailable_text(&unavailable),
+            with_detail(unavailable_text(&unavailable)),
+        )
+            .into_response();
+    }
+    if let Some(why) = s.status.blocked() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            with_detail(format!("not ready: {why}\n")),
         )
             .into_response();
     }
     if s.status.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, with_detail("ready\n".into())).into_response()
     } else if s.status.draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            with_detail("draining\n".into()),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no successful poll\n",
+            with_detail("not ready: no successful poll\n".into()),
         )
             .into_response()
     }
@@ -312,6 +346,17 @@ pub async fn spawn_with(
     unavailable: Vec<Unavailable>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    spawn_with_detail(addr, state, unavailable, Vec::new(), shutdown).await
+}
+
+/// [`spawn_with`], with `detail` lines appended to every `/readyz` answer.
+pub async fn spawn_with_detail(
+    addr: SocketAddr,
+    state: OpsState,
+    unavailable: Vec<Unavailable>,
+    detail: Vec<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let queue = Arc::new(QueueCache::new(state.env.clone()).with_metrics(state.metrics.clone()));
@@ -331,7 +376,7 @@ pub async fn spawn_with(
             }
         }
     });
-    let app = router_with(state, queue, unavailable);
+    let app = router_with_detail(state, queue, unavailable, detail);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -465,6 +510,118 @@ mod tests {
             body.contains(
                 "bash sandbox: unavailable: the configured bwrap_path /nope does not exist"
             ) && body.contains("fix: install bubblewrap"),
+            "{body}"
+        );
+        stop.cancel();
+    }
+
+    /// Issue 15 review: while the usage ledger cannot write, `/readyz` answers 503 with the
+    /// reason (the worker claims nothing meanwhile), and stops saying so once it can.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_names_a_blocked_usage_ledger() {
+        let fake = FakeControlPlane::start(FakeConfig::default())
+            .await
+            .unwrap();
+        let api = Api::new(fake.url(), ClientConfig::default()).unwrap();
+        let env = api.environment(&fake.environment_id(), Secret::new(fake.environment_key()));
+        let status = Arc::new(WorkerStatus::default());
+        let state = OpsState {
+            metrics: Arc::new(Metrics::new()),
+            status: status.clone(),
+            env,
+        };
+        let stop = CancellationToken::new();
+        let (addr, _task) = spawn_with("127.0.0.1:0".parse().unwrap(), state, vec![], stop.clone())
+            .await
+            .unwrap();
+        let readyz = || async {
+            let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        status.set_blocked(Some(
+            "usage ledger /w/usage cannot write (No space left)".into(),
+        ));
+        let (code, body) = readyz().await;
+        assert_eq!(code, 503);
+        assert!(
+            body.contains("not ready: usage ledger /w/usage cannot write (No space left)"),
+            "{body}"
+        );
+        status.set_blocked(None);
+        let (_, body) = readyz().await;
+        assert!(!body.contains("usage ledger"), "{body}");
+        stop.cancel();
+    }
+
+    /// Issue 15: the session shape's enforcement is in every `/readyz` answer and in the
+    /// `wasm_sandbox_shape_limit_active{limit,mechanism}` gauge (1 only for a limit that
+    /// holds for the whole session).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_and_metrics_report_the_session_shape() {
+        use wasm_sandbox_native::{Enforce, LimitMechanism, LimitStatus, ShapeReport};
+        let fake = FakeControlPlane::start(FakeConfig::default())
+            .await
+            .unwrap();
+        let api = Api::new(fake.url(), ClientConfig::default()).unwrap();
+        let env = api.environment(&fake.environment_id(), Secret::new(fake.environment_key()));
+        let metrics = Arc::new(Metrics::new());
+        let limit = |limit, value: Option<&str>, mechanism| LimitStatus {
+            limit,
+            value: value.map(str::to_owned),
+            mechanism,
+        };
+        let shape = ShapeReport {
+            enforce: Enforce::BestEffort,
+            limits: vec![
+                limit("cpu", Some("4 vCPU"), LimitMechanism::CgroupV1),
+                limit("memory", Some("4GiB"), LimitMechanism::Rlimit),
+                limit("pids", Some("512"), LimitMechanism::CgroupV2),
+                limit("disk", None, LimitMechanism::None),
+            ],
+            cpu_accounting: true,
+            cgroup_v2_problem: None,
+            cgroup_problems: Vec::new(),
+            disk_problem: None,
+        };
+        metrics.shape_limits(&shape);
+        let text = metrics.encode();
+        for line in [
+            "wasm_sandbox_shape_limit_active{limit=\"cpu\",mechanism=\"cgroup-v1\"} 1",
+            "wasm_sandbox_shape_limit_active{limit=\"memory\",mechanism=\"rlimit\"} 0",
+            "wasm_sandbox_shape_limit_active{limit=\"pids\",mechanism=\"cgroup-v2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(
+            !text.contains("limit=\"disk\""),
+            "unset limits are not exported"
+        );
+        let state = OpsState {
+            metrics,
+            status: Arc::new(WorkerStatus::default()),
+            env,
+        };
+        let stop = CancellationToken::new();
+        let detail = vec![format!("shape ({}): {}", shape.enforce, shape.summary())];
+        let (addr, _task) = spawn_with_detail(
+            "127.0.0.1:0".parse().unwrap(),
+            state,
+            Vec::new(),
+            detail,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let body = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains(
+                "shape (best-effort): cpu=cgroup-v1 (4 vCPU) memory=rlimit (4GiB) pids=cgroup-v2 (512) disk=unset"
+            ),
             "{body}"
         );
         stop.cancel();

@@ -279,12 +279,21 @@ pub struct Session {
     /// User metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// When the session was archived (RFC 3339), if it was. An archived session takes no more
+    /// input; its saved workspace is deleted ([`crate::persist`]).
+    #[serde(default)]
+    pub archived_at: Option<String>,
 }
 
 impl Session {
     /// Whether the session accepts no more tool results.
     pub fn is_terminated(&self) -> bool {
         self.status.as_deref() == Some("terminated")
+    }
+
+    /// Whether the session was archived (`archived_at` set).
+    pub fn is_archived(&self) -> bool {
+        self.archived_at.is_some()
     }
 
     /// Whether a `memory_store` resource is attached.

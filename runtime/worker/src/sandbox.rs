@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+pub use crate::usage::SessionUsage;
 pub use wasm_sandbox_runtime::{SANDBOX_TOOLS, ToolCall, ToolResult};
 
 /// What a new sandbox is made from.
@@ -27,6 +28,9 @@ pub struct SandboxSpec {
     pub root: PathBuf,
     /// Memory stores to mount (already downloaded to their host directories).
     pub memory_stores: Vec<wasm_sandbox_runtime::MemoryMount>,
+    /// The session metadata's `sandbox.allowed_hosts` (a narrowing of
+    /// `[runtime.networking]`; see `wasm_sandbox_egress::SESSION_ALLOWED_HOSTS_KEY`).
+    pub network_allowed_hosts: Option<String>,
 }
 
 /// Something every session needs that this host cannot provide, found when the provider was
@@ -91,6 +95,12 @@ pub trait SandboxProvider: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The session shape and how this host enforces it (for the start-up log, `/readyz`
+    /// detail and the `wasm_sandbox_shape_limit_active` gauge). Default: none.
+    fn shape(&self) -> Option<wasm_sandbox_native::ShapeReport> {
+        None
+    }
+
     /// Creates a fresh sandbox rooted at `spec.root`.
     fn create(
         &self,
@@ -111,6 +121,13 @@ pub trait SandboxSession: Send + Sync + 'static {
     /// components in the background). Default: nothing.
     fn skills_installed(&self, workspace: &std::path::Path) {
         let _ = workspace;
+    }
+
+    /// What the session used so far, for its usage record ([`crate::usage`]). Called once the
+    /// run has ended and before [`SandboxSession::close`] (which may remove the counters).
+    /// Default: nothing measured.
+    fn usage(&self) -> crate::usage::SessionUsage {
+        crate::usage::SessionUsage::default()
     }
 }
 

@@ -162,6 +162,10 @@ pub struct FileConfig {
     pub runtime: wasm_sandbox_runtime::RuntimeConfig,
     /// `--ca-cert` (a PEM file; relative paths are relative to the working directory).
     pub ca_cert: Option<PathBuf>,
+    /// `[usage]`: the usage ledger (default `<workdir>/usage`) and the optional HTTP sink
+    /// ([`crate::usage::UsageFileConfig`]).
+    #[serde(default)]
+    pub usage: crate::usage::UsageFileConfig,
 }
 
 /// Keys the unit convention renamed (old key, what to write instead). A file still using one
@@ -306,6 +310,16 @@ impl FileConfig {
         if let Some(path) = &self.ca_cert {
             load_ca_certs(path).map_err(|e| anyhow::anyhow!("ca_cert: {e}"))?;
         }
+        self.usage.check()?;
+        // [runtime.networking]: entries, upstream URLs and their header variables, and
+        // not together with the legacy host network or the unsandboxed fallback (as
+        // `Runtime::new` checks).
+        wasm_sandbox_runtime::check_networking(&self.runtime).map_err(|e| match e {
+            wasm_sandbox_runtime::Error::Config(m) => anyhow::anyhow!("runtime.{m}"),
+            e => anyhow::anyhow!(e),
+        })?;
+        wasm_sandbox_egress::Egress::new(&self.runtime.networking, Vec::new())
+            .map_err(|e| anyhow::anyhow!("runtime.{e}"))?;
         let mut runtime = self.runtime.clone();
         runtime.engine.cache_dir = runtime.engine.cache_dir.or_default_dir();
         Ok(runtime)
@@ -390,6 +404,8 @@ pub struct Settings {
     pub max_idle_explicit: bool,
     /// Extra trusted roots from `--ca-cert` / `ca_cert`, parsed.
     pub extra_root_certs: Vec<reqwest::Certificate>,
+    /// `[usage]` table.
+    pub usage: crate::usage::UsageFileConfig,
 }
 
 impl Settings {
@@ -439,9 +455,18 @@ impl Settings {
             reclaim_older_than_ms: file
                 .reclaim_older_than
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            usage: file.usage,
             runtime: {
                 let mut runtime = file.runtime;
                 runtime.engine.cache_dir = runtime.engine.cache_dir.or_default_dir();
+                // The ops listener (and the cluster's API server) joins the egress
+                // deny set; the --ca-cert roots reach the upstream aliases.
+                crate::egress_guard::apply(
+                    &mut runtime,
+                    args.ops_listen.or(file.ops_listen),
+                    std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+                    args.ca_cert.as_deref().or(file.ca_cert.as_deref()),
+                );
                 runtime
             },
             local: args.local,
@@ -476,8 +501,25 @@ impl Settings {
         cfg.runner.max_idle = self.max_idle;
         cfg.runner.tool_timeout = self.tool_timeout;
         cfg.client.extra_root_certs = self.extra_root_certs.clone();
+        cfg.usage = Some(self.usage.clone());
+        cfg.max_session = self.runtime.shape.max_session;
         cfg
     }
+}
+
+/// Opens the `[runtime.persistence]` store, if configured.
+///
+/// # Errors
+/// An unusable store URL or a missing encryption key.
+pub fn open_persistence(
+    runtime: &wasm_sandbox_runtime::RuntimeConfig,
+) -> anyhow::Result<Option<std::sync::Arc<wasm_sandbox_persist::Persistence>>> {
+    let Some(cfg) = &runtime.persistence else {
+        return Ok(None);
+    };
+    let p = wasm_sandbox_persist::Persistence::open(cfg)?;
+    tracing::info!(store = %p.store().url(), encrypted = p.store().encrypted(), "session persistence on");
+    Ok(Some(std::sync::Arc::new(p)))
 }
 
 /// Reads a `--ca-cert` file: one or more PEM certificates, each checked as a root.
@@ -736,6 +778,14 @@ pub async fn run_worker<P: SandboxProvider>(
     let metrics = Arc::new(Metrics::new());
     // What sessions need and this host lacks, for `/readyz` (probed once, at start-up).
     let unavailable = provider.unavailable();
+    // The session shape: which limits hold, for `/readyz` and `/metrics`.
+    let shape_detail = match provider.shape() {
+        Some(shape) => {
+            metrics.shape_limits(&shape);
+            vec![format!("shape ({}): {}", shape.enforce, shape.summary())]
+        }
+        None => Vec::new(),
+    };
     let base_url_is_https = config.base_url.starts_with("https://");
     let concurrency = config.concurrency;
     let mut worker = Worker::new(config, provider, Arc::clone(&metrics))?;
@@ -751,7 +801,7 @@ pub async fn run_worker<P: SandboxProvider>(
                 env: worker.environment_client(),
             };
             Some(
-                ops::spawn_with(addr, state, unavailable, ops_stop.clone())
+                ops::spawn_with_detail(addr, state, unavailable, shape_detail, ops_stop.clone())
                     .await?
                     .1,
             )
@@ -859,7 +909,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let shutdown = Shutdown::new();
     let signals = install_signal_handlers(shutdown.clone())?;
-    let config = settings.worker_config(&settings.base_url, &environment_id, key);
+    let mut config = settings.worker_config(&settings.base_url, &environment_id, key);
+    config.persistence = open_persistence(&settings.runtime)?;
     let result = run_worker(config, provider, settings.ops_listen, shutdown, None).await;
     signals.abort();
     drop(workdir);
@@ -1021,6 +1072,8 @@ pub mod local {
         );
         config.workdir = workdir.clone();
         config.exit_after_items = Some(1);
+        // The demo's sessions are the fake's: nothing for a usage ledger or a billing sink.
+        config.usage = None;
         config.poll.empty_sleep_min = Duration::from_millis(50);
         config.poll.empty_sleep_max = Duration::from_millis(100);
         if !settings.max_idle_explicit {

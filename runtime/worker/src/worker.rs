@@ -9,7 +9,7 @@
 //!    parallel with it: the event stream is opened and the history read
 //!    ([`runner::prefetch_stream`](crate::runner::prefetch_stream)), and the set-up chain
 //!    session fetch → (terminated? stop here) → session directory → memory download → sandbox
-//!    (pooled) → skills runs. All of it uses the item's sessions token and is *reads* plus
+//!    (pooled) → workspace restore (`[runtime.persistence]`) → skills runs. All of it uses the item's sessions token and is *reads* plus
 //!    local work.
 //! 2. **After the ack succeeded**: the first heartbeat goes out at once; the runner starts
 //!    (with the prefetched stream and history), and only then can a tool run or a result be
@@ -21,7 +21,9 @@
 //!    item beyond what a failed ack always got (a permanent failure: the loop's force-stop with
 //!    the environment key; a transient one: nothing, the loop backs off).
 //! 4. **Teardown beside the stop.** After the run, memory stores sync back first when there are
-//!    any (that needs the lease and the closed sandbox); then the stop and the local teardown
+//!    any (that needs the lease and the closed sandbox), and with `[runtime.persistence]` the
+//!    session's workspace is saved (sandbox closed, skills removed, while the heartbeat still
+//!    holds the lease: [`crate::persist`]); then the stop and the local teardown
 //!    (sandbox close, skills removal, directory removal) run side by side, and the concurrency
 //!    slot is given back as soon as the local teardown is done, so the loop polls for the next
 //!    item while the stop is in flight. The item is force-stopped unless the lease was lost
@@ -177,6 +179,17 @@ pub struct WorkerConfig {
     pub forced_stop_timeout: Duration,
     /// Return (after draining) once this many items have been handled; `None` = run forever.
     pub exit_after_items: Option<usize>,
+    /// `[runtime.shape] max_session`: the longest one work item of a session may run, from its
+    /// claim. When it passes, the run is cancelled (a running call is abandoned, as in a forced
+    /// shutdown), the workspace is saved as at any item end, and the item is stopped. `None` =
+    /// no cap.
+    pub max_session: Option<Duration>,
+    /// `[usage]`: write a usage record per served item (ledger, sink; [`crate::usage`]).
+    /// `None` (the default here; `serve` always sets it) = no records.
+    pub usage: Option<crate::usage::UsageFileConfig>,
+    /// `[runtime.persistence]`: the session's workspace is restored at set-up and saved before
+    /// the stop ([`crate::persist`]). `None` = removed at teardown.
+    pub persistence: Option<Arc<wasm_sandbox_persist::Persistence>>,
 }
 
 impl WorkerConfig {
@@ -201,6 +214,9 @@ impl WorkerConfig {
             client: ClientConfig::default(),
             forced_stop_timeout: Duration::from_secs(5),
             exit_after_items: None,
+            max_session: None,
+            usage: None,
+            persistence: None,
         }
     }
 }
@@ -250,12 +266,30 @@ pub struct WorkerStatus {
     polled_ok: AtomicBool,
     draining: AtomicBool,
     last_poll_ok_unix_ms: AtomicU64,
+    /// Why the worker must not take new work now (the usage ledger cannot write:
+    /// [`crate::usage::UsageRecorder`]); `None` = nothing.
+    blocked: std::sync::Mutex<Option<String>>,
 }
 
 impl WorkerStatus {
-    /// Ready = the last poll succeeded and the worker is not draining.
+    /// Ready = the last poll succeeded, the worker is not draining and nothing blocks it.
     pub fn ready(&self) -> bool {
-        self.polled_ok.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+        self.polled_ok.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && self.blocked().is_none()
+    }
+
+    /// Why the worker takes no new work now (`/readyz` says it), if anything stops it.
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets (or clears, with `None`) the reason the worker takes no new work.
+    pub fn set_blocked(&self, reason: Option<String>) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// Whether a drain has begun.
@@ -334,6 +368,8 @@ struct Shared<P> {
     metrics: Arc<Metrics>,
     status: Arc<WorkerStatus>,
     observer: Option<Observer>,
+    /// The usage ledger (and sink), when `config.usage` is set.
+    usage: Option<crate::usage::UsageRecorder>,
 }
 
 impl<P> Shared<P> {
@@ -536,6 +572,15 @@ pub fn claim_workdir(workdir: &Path) -> anyhow::Result<WorkdirGuard> {
         }
         Err(e) => anyhow::bail!("{}: {e}", sessions.display()),
     }
+    // A crashed run's disk caps and binds first (`clear_dir` never crosses a mount, so
+    // their images, loop devices and data would otherwise stay on the host for good).
+    match wasm_sandbox_native::disk::detach_below(&sessions) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(dir = %sessions.display(), detached = n,
+            "detached mounts left by an earlier run"),
+        Err(e) => tracing::warn!(dir = %sessions.display(), error = %e,
+            "could not look for mounts left by an earlier run"),
+    }
     match wasm_sandbox_fs::tree::clear_dir(&sessions) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -635,6 +680,17 @@ impl<P: SandboxProvider> Worker<P> {
         anyhow::ensure!(config.concurrency >= 1, "concurrency must be at least 1");
         let api = Api::new(&config.base_url, config.client.clone())?;
         let env = api.environment(&config.environment_id, config.environment_key.clone());
+        let status = Arc::new(WorkerStatus::default());
+        let usage = match &config.usage {
+            Some(u) => Some(crate::usage::UsageRecorder::start(
+                u,
+                &config.workdir,
+                &config.client.extra_root_certs,
+                Arc::clone(&metrics),
+                Arc::clone(&status),
+            )?),
+            None => None,
+        };
         Ok(Worker {
             shared: Arc::new(Shared {
                 config,
@@ -642,8 +698,9 @@ impl<P: SandboxProvider> Worker<P> {
                 api,
                 env,
                 metrics,
-                status: Arc::new(WorkerStatus::default()),
+                status,
                 observer: None,
+                usage,
             }),
         })
     }
@@ -673,6 +730,10 @@ impl<P: SandboxProvider> Worker<P> {
         let cfg = &shared.config;
         let sem = Arc::new(Semaphore::new(cfg.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
+        let _sweep = cfg
+            .persistence
+            .clone()
+            .map(|p| AbortOnDrop(crate::persist::spawn_sweep(p)));
         let mut poll_attempt = 0u32;
         let mut ack_attempt = 0u32;
         let mut fatal: Option<anyhow::Error> = None;
@@ -699,6 +760,15 @@ impl<P: SandboxProvider> Worker<P> {
                     Err(_) => break,
                 },
             };
+            // The usage ledger cannot write (crate::usage): claim nothing until it can; the
+            // reason is in `/readyz` and was logged when it began.
+            if shared.status.blocked().is_some() {
+                drop(permit);
+                if sleep_or(&shutdown.drain, Duration::from_secs(1)).await {
+                    break;
+                }
+                continue;
+            }
             let polled = tokio::select! {
                 biased;
                 () = shutdown.drain.cancelled() => break,
@@ -823,6 +893,11 @@ impl<P: SandboxProvider> Worker<P> {
                 tracing::error!(error = %e, "session task failed");
             }
         }
+        if let Some(usage) = &shared.usage
+            && !shutdown.force.is_cancelled()
+        {
+            usage.flush(Duration::from_secs(10)).await;
+        }
         tracing::info!("worker stopped");
         match fatal {
             Some(e) => Err(e),
@@ -935,9 +1010,33 @@ async fn handle_item<P: SandboxProvider>(
         let cancel = cancel.clone();
         let hb_cfg = cfg.heartbeat.clone();
         let metrics = Arc::clone(&shared.metrics);
+        let max_session = cfg.max_session;
         Some(AbortOnDrop(tokio::spawn(
             async move {
-                heartbeat_loop(&item, &lease, &hb_cfg, &metrics).await;
+                let deadline = async {
+                    match max_session {
+                        Some(d) => tokio::time::sleep_until(claimed_at + d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // One heartbeat loop for the whole item: it carries the server's last
+                // heartbeat value from beat to beat, so it is never restarted.
+                let beat = heartbeat_loop(&item, &lease, &hb_cfg, &metrics);
+                tokio::pin!(beat);
+                tokio::select! {
+                    () = &mut beat => {}
+                    () = deadline => {
+                        // The shape's cap on one item: end the run like a forced end. The
+                        // lease is kept (the same loop goes on beating) so the workspace is
+                        // saved and the item stopped as at any other end.
+                        tracing::warn!(
+                            max_session_s = max_session.map_or(0, |d| d.as_secs()),
+                            "the work item reached the shape's max_session; ending its run"
+                        );
+                        cancel.cancel();
+                        beat.await;
+                    }
+                }
                 if lease.end_reason() != Some(LeaseEnd::RunnerDone) {
                     cancel.cancel();
                 }
@@ -951,14 +1050,27 @@ async fn handle_item<P: SandboxProvider>(
         // directory; send nothing (the poll loop did what a failed ack calls for).
         drop(prefetched);
         if let Setup::Ready(ready) = setup {
-            teardown_local((*ready).leftover(true)).await;
+            teardown_local((*ready).leftover()).await;
         }
         tracing::info!("ack failed; dropped what was started for the item");
         return;
     };
 
+    let checkpoint_done = CancellationToken::new();
     let (run_end, leftover) = match setup {
-        Setup::Ready(ready) => {
+        Setup::Ready(mut ready) => {
+            let persisted = ready.persisted.take();
+            let checkpoints = persisted.as_ref().and_then(|state| {
+                crate::persist::spawn_checkpoints(
+                    Arc::clone(cfg.persistence.as_ref()?),
+                    Arc::clone(state),
+                    ready.root.clone(),
+                    crate::persist::skill_excludes(ready.skills.as_ref()),
+                    format!("{} {}", cfg.worker_id, work.id),
+                    checkpoint_done.clone(),
+                    Arc::clone(&shared.metrics),
+                )
+            });
             let (end, left) = serve_session(
                 shared,
                 &work,
@@ -972,6 +1084,38 @@ async fn handle_item<P: SandboxProvider>(
                 prefetched,
             )
             .await;
+            checkpoint_done.cancel();
+            // Under a forced shutdown a running checkpoint, and the final snapshot below, get
+            // at most `forced_stop_timeout` ([`crate::persist::bounded_by_force`]).
+            if let Some(mut c) = checkpoints {
+                let force = &shutdown.force;
+                let bound = cfg.forced_stop_timeout;
+                if crate::persist::bounded_by_force(&mut c, force, bound, "checkpoint")
+                    .await
+                    .is_none()
+                {
+                    c.abort();
+                }
+            }
+            let mut left = left;
+            // Saved while the heartbeat still holds the lease, before the stop.
+            if let (Some(p), Some(state)) = (cfg.persistence.as_ref(), persisted) {
+                let writer = format!("{} {}", cfg.worker_id, work.id);
+                let lost = lease.lost();
+                let save = persist_before_stop(
+                    p,
+                    &state,
+                    &mut left,
+                    Some(end),
+                    lost,
+                    &session_id,
+                    &writer,
+                    &shared.metrics,
+                );
+                let bound = cfg.forced_stop_timeout;
+                crate::persist::bounded_by_force(save, &shutdown.force, bound, "final snapshot")
+                    .await;
+            }
             (Some(end), Some(left))
         }
         Setup::Terminated => {
@@ -1059,25 +1203,35 @@ struct Prepared<S> {
     sandbox: Arc<S>,
     memory: Option<crate::memory::MemoryStores>,
     skills: Option<wasm_sandbox_skills::SkillsManager>,
+    /// The session's snapshot state (persistence on).
+    persisted: Option<crate::persist::Persisted>,
 }
 
 impl<S> Prepared<S> {
     /// What is left to tear down locally (the memory stores are dropped: never synced back
     /// for a run that did not happen).
-    fn leftover(self, close: bool) -> Leftover<S> {
+    fn leftover(self) -> Leftover<S> {
         Leftover {
             root: self.root,
-            sandbox: close.then_some(self.sandbox),
+            sandbox: self.sandbox,
+            closed: false,
             skills: self.skills,
         }
     }
 }
 
 /// The local teardown of a session: no network.
+///
+/// The sandbox is *closed* (its processes killed) and *dropped* at different times: a closed
+/// sandbox is still held until the end of [`teardown_local`], because dropping it releases
+/// what the core session mounted over the session's directories (the disk cap's filesystem):
+/// a snapshot taken after the drop would read the empty directories beneath and save them as
+/// the session's newest workspace.
 struct Leftover<S> {
     root: PathBuf,
-    /// `None` once closed.
-    sandbox: Option<Arc<S>>,
+    sandbox: Arc<S>,
+    /// Whether `sandbox` was closed already.
+    closed: bool,
     skills: Option<wasm_sandbox_skills::SkillsManager>,
 }
 
@@ -1092,15 +1246,54 @@ enum Setup<S> {
     Cancelled,
 }
 
+/// Saves the session's workspace before the stop ([`crate::persist`]): closes the sandbox and
+/// removes the installed skills first (so the tree is quiescent and holds only the session's
+/// own files), then snapshots, or deletes the snapshots of a session that ended terminated.
+/// Nothing is saved for a lease that was lost: the item may belong to another worker already.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the arguments are the item's context"
+)]
+async fn persist_before_stop<S: SandboxSession>(
+    p: &Arc<wasm_sandbox_persist::Persistence>,
+    state: &crate::persist::Persisted,
+    left: &mut Leftover<S>,
+    run_end: Option<RunEnd>,
+    lease_lost: bool,
+    session_id: &str,
+    writer: &str,
+    metrics: &Metrics,
+) {
+    if run_end == Some(RunEnd::Terminated) {
+        crate::persist::delete(Some(p), session_id, "terminated").await;
+        return;
+    }
+    if lease_lost {
+        tracing::warn!("lease lost; the session's workspace is not saved by this item");
+        return;
+    }
+    if !left.closed {
+        close_sandbox(left.sandbox.as_ref()).await;
+        left.closed = true;
+    }
+    if let Some(skills) = left.skills.take() {
+        crate::skills::teardown(skills).await;
+    }
+    crate::persist::snapshot(p, state, &left.root, &[], writer, "item end", metrics).await;
+}
+
 /// Closes the sandbox (kills its processes), removes the installed skills and the session
 /// directory.
 async fn teardown_local<S: SandboxSession>(left: Leftover<S>) {
-    if let Some(sandbox) = left.sandbox {
-        close_sandbox(sandbox.as_ref()).await;
+    if !left.closed {
+        close_sandbox(left.sandbox.as_ref()).await;
     }
     if let Some(skills) = left.skills {
         crate::skills::teardown(skills).await;
     }
+    // Released only now (see [`Leftover`]); the directory removal never crosses a mount, so
+    // what the session mounted must be gone first.
+    drop(left.sandbox);
     remove_dir_logged(left.root).await;
 }
 
@@ -1140,10 +1333,25 @@ async fn set_up_session<P: SandboxProvider>(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "session fetch failed");
+            // A 404 `not_found_error` for the session of an item the server handed out and
+            // acked (a refusal before the ack's answer proves nothing: the item may not be
+            // ours): the session was deleted. Its snapshots go too.
+            if let crate::client::ApiError::Status {
+                status: 404, info, ..
+            } = &e
+                && info
+                    .error_type
+                    .as_deref()
+                    .is_none_or(|t| t == "not_found_error")
+                && gate.acked().await
+            {
+                crate::persist::delete(cfg.persistence.as_ref(), session_id, "deleted").await;
+            }
             return Setup::Failed;
         }
     };
     if session.is_terminated() {
+        crate::persist::delete(cfg.persistence.as_ref(), session_id, "terminated").await;
         return Setup::Terminated;
     }
     let workdir = cfg.workdir.clone();
@@ -1187,6 +1395,11 @@ async fn set_up_session<P: SandboxProvider>(
         work_id: work.id.clone(),
         root: root.clone(),
         memory_stores: memory_mounts,
+        // The session may narrow `[runtime.networking]`, never widen it.
+        network_allowed_hosts: session
+            .metadata
+            .get(wasm_sandbox_egress::SESSION_ALLOWED_HOSTS_KEY)
+            .cloned(),
     };
     // Not raced against `cancel`: creation is local and bounded, and part of it runs on a
     // blocking thread (adopting a pooled sandbox renames directories into `root`) that would
@@ -1207,12 +1420,23 @@ async fn set_up_session<P: SandboxProvider>(
     if cancel.is_cancelled() {
         teardown_local(Leftover {
             root,
-            sandbox: Some(sandbox),
+            sandbox,
+            closed: false,
             skills: None,
         })
         .await;
         return Setup::Cancelled;
     }
+    // The saved workspace lands in the (adopted) directories before the skills and before the
+    // runner starts: nothing the session runs sees a partial tree.
+    // An archived session takes no more input: its snapshots go (as a terminated session's
+    // do), and this item neither restores nor saves.
+    let persisted = if session.is_archived() {
+        crate::persist::delete(cfg.persistence.as_ref(), session_id, "archived").await;
+        None
+    } else {
+        crate::persist::restore(cfg.persistence.as_ref(), session_id, &root, &shared.metrics).await
+    };
     // Skills land in the workspace before the runner starts (the guest has run nothing yet).
     let workspace = crate::skills::workspace_dir(&root);
     let installing = crate::skills::install_session_skills(item, &session, &workspace);
@@ -1224,7 +1448,8 @@ async fn set_up_session<P: SandboxProvider>(
     let Some(skills) = skills else {
         teardown_local(Leftover {
             root,
-            sandbox: Some(sandbox),
+            sandbox,
+            closed: false,
             skills: None,
         })
         .await;
@@ -1233,7 +1458,8 @@ async fn set_up_session<P: SandboxProvider>(
     if cancel.is_cancelled() {
         teardown_local(Leftover {
             root,
-            sandbox: Some(sandbox),
+            sandbox,
+            closed: false,
             skills,
         })
         .await;
@@ -1246,6 +1472,7 @@ async fn set_up_session<P: SandboxProvider>(
         sandbox,
         memory,
         skills,
+        persisted,
     }))
 }
 
@@ -1275,6 +1502,7 @@ async fn serve_session<P: SandboxProvider>(
         sandbox,
         memory,
         skills,
+        persisted: _,
     } = ready;
     let cold_start = claimed_at.elapsed();
     shared
@@ -1328,9 +1556,22 @@ async fn serve_session<P: SandboxProvider>(
     })
     .await;
     tracing::info!(run_end = end.as_str(), "session run ended; tearing down");
+    // The usage record: measured before the sandbox is closed (the close removes the bash
+    // cgroup) and fdatasync'd into the ledger before the item is stopped (handle_item stops it
+    // after this returns), so a crash from here on loses nothing (crate::usage).
+    if let Some(recorder) = &shared.usage {
+        let item = crate::usage::ItemContext {
+            environment_id: &cfg.environment_id,
+            work_id: &work.id,
+            session_id,
+            worker_id: &cfg.worker_id,
+            claimed_at: claimed_at.into_std(),
+        };
+        recorder.record(item, sandbox.usage()).await;
+    }
 
     // The heartbeat keeps the lease while the memory stores sync back.
-    let sandbox = match syncer {
+    let closed = match syncer {
         Some(syncer) => {
             // The sync reads what the session left: the sandbox must be closed first.
             close_sandbox(sandbox.as_ref()).await;
@@ -1339,15 +1580,16 @@ async fn serve_session<P: SandboxProvider>(
                 Ok(stores) => stores.finish(Some(end)).await,
                 Err(e) => tracing::error!(error = %e, "memory sync task failed"),
             }
-            None
+            true
         }
-        None => Some(sandbox),
+        None => false,
     };
     (
         end,
         Leftover {
             root,
             sandbox,
+            closed,
             skills,
         },
     )

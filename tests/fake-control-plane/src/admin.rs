@@ -13,7 +13,7 @@
 //! | `GET /_fake/sessions/{id}/report` | the scenario report |
 //! | `GET /_fake/sessions/{id}/results` | every posted tool result |
 //! | `GET /_fake/sessions/{id}/events` | the persisted events |
-//! | `POST /_fake/faults` | `{"endpoint": "heartbeat", "status": 503, "times": 2, "retry_after_ms"?, "should_retry"?, "path_contains"?}` |
+//! | `POST /_fake/faults` | `{"endpoint": "heartbeat", "status": 503, "times": 2, "retry_after_ms"?, "should_retry"?, "path_contains"?, "after_serving"?}` |
 //! | `POST /_fake/work/{id}/stop` | `{"force": bool}`: stop as ops would |
 //! | `POST /_fake/skills/{skill_id}?name=N` | body: archive bytes; publishes a version, answers `{"version_id"}` |
 //! | `GET /_fake/sessions/{id}/memory` | `[{"store_id", "name", "memories": [{"path", "content"}]}]` |
@@ -46,6 +46,9 @@ struct FaultBody {
     should_retry: Option<bool>,
     #[serde(default)]
     path_contains: Option<String>,
+    /// Serve the request, then answer the failure ([`FailureSpec::after_serving`]).
+    #[serde(default)]
+    after_serving: bool,
 }
 
 fn one() -> u32 {
@@ -120,6 +123,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Body) -> R
             }
             if let Some(p) = f.path_contains {
                 spec = spec.path_contains(p);
+            }
+            if f.after_serving {
+                spec = spec.after_serving();
             }
             shared.lock().failures.push(spec);
             ok(json!({"armed": true}))

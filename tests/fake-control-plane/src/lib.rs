@@ -20,10 +20,15 @@
 //!   raw JSON text a `Value` cannot hold as a call's input, on the stream and in the history
 //!   (`raw_input` of a `tool_use` step, e.g. a lone surrogate escape `"\ud800"`),
 //!   a stolen lease ([`Handle::steal_lease`]), a stop mid-call ([`Handle::request_stop`] or the
-//!   `request_stop` script step), lease expiry ([`Handle::expire_lease`]);
+//!   `request_stop` script step), lease expiry ([`Handle::expire_lease`]), a reply lost after
+//!   the request was served ([`FailureSpec::after_serving`]), calls made while a stream was
+//!   down ([`Handle::drop_streams_missing`]);
+//! * **sessions driven by hand** as well as by scripts: [`Handle::emit_tool_use`] emits a
+//!   [`ToolUse`] (any permission, a chosen id, custom or not) judged like a scripted call;
 //! * **inspection**: every request ([`Handle::requests`]), every posted result, accepted or
 //!   refused ([`Handle::tool_results`]), stops, heartbeats, work and session state, and
-//!   [`Handle::wait_for`] to wait on any predicate with a timeout;
+//!   [`Handle::wait_for`] to wait on any predicate with a timeout, and the minted sessions
+//!   tokens ([`Handle::minted_secrets`]) to look for them in logs;
 //! * a **controllable clock** ([`Handle::advance_clock`]) for TTLs and reclaim windows;
 //! * **plain HTTP or HTTPS** ([`FakeConfig::tls`]): with TLS a CA made at start-up
 //!   ([`Handle::ca_cert_pem`]) and ALPN `h2` + `http/1.1`; every request records its HTTP
@@ -44,6 +49,7 @@
 
 mod admin;
 pub mod clock;
+mod drive;
 pub mod endpoint;
 pub mod record;
 pub mod scenario;
@@ -63,9 +69,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use drive::ToolUse;
 pub use endpoint::Endpoint;
 pub use record::{
-    Credential, FailureSpec, HeartbeatRecord, PostedResult, RecordedRequest, StopRecord, StreamCut,
+    Credential, FailureSpec, HeartbeatRecord, MintedSecret, PostedResult, RecordedRequest,
+    StopRecord, StreamCut,
 };
 pub use scenario::{Scenario, ScenarioError};
 pub use state::{CallState, ScriptStatus, State};
@@ -412,6 +420,24 @@ impl Handle {
         };
         self.shared.bump();
         Ok(id)
+    }
+
+    /// Archives a session (`archived_at` set on `GET /v1/sessions/{id}`); its status is kept.
+    ///
+    /// # Errors
+    /// When the session is unknown.
+    pub fn archive_session(&self, session_id: &str) -> Result<(), FakeError> {
+        let now = self.shared.now();
+        {
+            let mut s = self.shared.lock();
+            let Some(entry) = s.sessions.get_mut(session_id) else {
+                return Err(FakeError::Refused(format!("unknown session {session_id}")));
+            };
+            entry.archived_at = Some(now);
+            entry.updated_at = now;
+        }
+        self.shared.bump();
+        Ok(())
     }
 
     /// Queues a `healthcheck` item (the worker must ack and force-stop it).

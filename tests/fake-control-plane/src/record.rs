@@ -192,6 +192,10 @@ pub struct FailureSpec {
     pub with_query_param: Option<String>,
     /// Override the `error.details.error_code`.
     pub error_code: Option<String>,
+    /// Serve the request first (its effect applies and is recorded: a posted result is
+    /// persisted, a poll claims), then answer the failure instead of the real reply: a
+    /// response lost on its way back. Default false: fail before serving.
+    pub after_serving: bool,
 }
 
 impl FailureSpec {
@@ -207,7 +211,15 @@ impl FailureSpec {
             path_contains: None,
             with_query_param: None,
             error_code: None,
+            after_serving: false,
         }
+    }
+
+    /// Serve the request, then answer the failure (see [`FailureSpec::after_serving`]).
+    #[must_use]
+    pub fn after_serving(mut self) -> FailureSpec {
+        self.after_serving = true;
+        self
     }
 
     /// Fail `n` requests.
@@ -278,6 +290,20 @@ pub(crate) struct DelaySpec {
     pub delay: Duration,
     /// `None` = every request until cleared.
     pub remaining: Option<u32>,
+}
+
+/// A sessions token the fake minted when a poll claimed an item, and the `secret` it was
+/// handed out in ([`crate::Handle::minted_secrets`]); lets a test look for credentials in logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintedSecret {
+    /// The item.
+    pub work_id: String,
+    /// Which claim of the item minted it (1 for the first poll).
+    pub generation: u32,
+    /// The bearer (`sk-ant-req-fake-…`).
+    pub sessions_token: String,
+    /// The `secret` field of the claimed work (URL-safe base64 of `{"sessions_token": …}`).
+    pub secret: String,
 }
 
 /// How a stream connection is cut.

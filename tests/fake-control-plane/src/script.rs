@@ -130,12 +130,10 @@ async fn run_steps(shared: &Shared, sid: &str, scenario: &Scenario) -> Result<()
                 let permission = t.permission();
                 if let Some(p) = permission {
                     ev["evaluated_permission"] = json!(p);
-                    let evaluation = t.evaluation.clone().or_else(|| match p {
-                        "allow" => Some(json!({"type": "always_allow"})),
-                        "ask" => Some(json!({"type": "always_ask"})),
-                        "deny" => Some(json!({"type": "auto", "evaluated_permission": {"type": "deny", "reason_code": "fake_policy"}})),
-                        _ => None,
-                    });
+                    let evaluation = t
+                        .evaluation
+                        .clone()
+                        .or_else(|| crate::drive::evaluation_for(p));
                     if let Some(e) = evaluation {
                         ev["evaluation"] = e;
                     }
@@ -146,11 +144,7 @@ async fn run_steps(shared: &Shared, sid: &str, scenario: &Scenario) -> Result<()
                 let state = if t.server_result.is_some() {
                     CallState::Server
                 } else {
-                    match permission {
-                        None | Some("allow") => CallState::Pending,
-                        Some("deny") => CallState::Denied,
-                        Some(_) => CallState::AwaitingConfirmation,
-                    }
+                    crate::drive::initial_state(permission)
                 };
                 {
                     let now = shared.now();

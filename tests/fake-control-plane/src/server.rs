@@ -4,7 +4,8 @@
 //! Every request is handled in this order, so tests can reason about what a fault hides:
 //! 1. record it (method, path, query, headers, JSON body, credential class);
 //! 2. apply an armed delay for its endpoint, then an armed failure (answered before any
-//!    check, like an overloaded front end);
+//!    check, like an overloaded front end; one armed with `after_serving` is answered after
+//!    steps 3 to 7 ran, like a response lost on its way back);
 //! 3. require `anthropic-version` (400 without it, any value accepted);
 //! 4. require a known credential (`Authorization: Bearer …` or `x-api-key`): 401 otherwise;
 //! 5. require the route's beta header (`managed-agents-2026-04-01` on environment and session
@@ -241,9 +242,28 @@ async fn serve(
     let failure = shared
         .lock()
         .take_failure(endpoint, parts.uri.path(), query);
-    if let Some(f) = failure {
-        return failure_response(&f, seq);
+    match failure {
+        Some(f) if f.after_serving => {
+            // Served for real, then the answer is "lost": the client sees only the failure.
+            drop(serve_checked(shared, seq, route, parts, query, body, cred).await);
+            failure_response(&f, seq)
+        }
+        Some(f) => failure_response(&f, seq),
+        None => serve_checked(shared, seq, route, parts, query, body, cred).await,
     }
+}
+
+/// Steps 3 to 7 of the module docs: headers, credential, beta, auth matrix, then the route.
+async fn serve_checked(
+    shared: &Arc<Shared>,
+    seq: u64,
+    route: &Route,
+    parts: &Parts,
+    query: &[(String, String)],
+    body: &Bytes,
+    cred: &Credential,
+) -> Response {
+    let endpoint = route.endpoint;
     if shared.config.require_version_header && !parts.headers.contains_key("anthropic-version") {
         return error_response(
             ApiError::bad_request("anthropic-version: header is required"),

@@ -76,6 +76,7 @@ pub fn spec(dirs: &Dirs, id: &str) -> BashSessionSpec {
         ],
         env: None,
         wasm_run_socket: None,
+        egress_dir: None,
     }
 }
 

@@ -286,6 +286,8 @@ pub(crate) struct SessionEntry {
     pub agent_name: String,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// Set by [`crate::Handle::archive_session`].
+    pub archived_at: Option<SystemTime>,
     pub events: Vec<Value>,
     pub tx: broadcast::Sender<StreamMsg>,
     pub calls: HashMap<String, CallInfo>,
@@ -336,7 +338,7 @@ impl SessionEntry {
                 "execution_identity": {"type": "service_account"},
                 "multiagent": null,
             },
-            "archived_at": null,
+            "archived_at": self.archived_at.map(rfc3339),
             "budget": null,
             "created_at": rfc3339(self.created_at),
             "environment_id": environment_id,
@@ -366,6 +368,8 @@ pub(crate) struct TokenInfo {
     pub work_id: String,
     pub session_id: String,
     pub generation: u32,
+    /// The `secret` the token was handed out in (for [`crate::Handle::minted_secrets`]).
+    pub secret: String,
 }
 
 pub(crate) struct SkillEntry {

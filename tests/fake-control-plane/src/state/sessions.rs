@@ -54,6 +54,7 @@ impl State {
             agent_name: scenario.session.agent_name.clone(),
             created_at: now,
             updated_at: now,
+            archived_at: None,
             events: Vec::new(),
             tx,
             calls: HashMap::new(),
@@ -155,11 +156,22 @@ impl State {
     pub(crate) fn append_event(
         &mut self,
         session_id: &str,
+        event: Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<Value, ApiError> {
+        self.append_event_with_id(session_id, new_id("sevt"), event, now)
+    }
+
+    /// [`State::append_event`] with the event id chosen by the caller (a test that needs to
+    /// name a call before it exists, e.g. to confirm it early).
+    pub(crate) fn append_event_with_id(
+        &mut self,
+        session_id: &str,
+        id: String,
         mut event: Map<String, Value>,
         now: SystemTime,
     ) -> Result<Value, ApiError> {
         let session = self.session_mut(session_id)?;
-        let id = new_id("sevt");
         event.insert("id".into(), json!(id));
         event
             .entry("processed_at")

@@ -37,15 +37,17 @@ impl State {
                 api_base_url,
             };
             let json = serde_json::to_vec(&payload).unwrap_or_default();
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
             self.tokens.insert(
                 token,
                 TokenInfo {
                     work_id: w.id.clone(),
                     session_id: w.data.id.clone(),
                     generation: w.generation,
+                    secret: secret.clone(),
                 },
             );
-            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+            Some(secret)
         } else {
             None
         };
