@@ -40,6 +40,7 @@ pub mod secret;
 pub mod serve;
 pub mod skills;
 pub mod usage;
+pub mod workdir;
 pub mod worker;
 
 pub use serve::{ServeArgs, serve};
