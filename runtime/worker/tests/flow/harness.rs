@@ -222,6 +222,23 @@ pub fn requests_for(fake: &Handle, endpoint: Endpoint, id: &str) -> Vec<Recorded
         .collect()
 }
 
+/// How an item whose running call was cut off must end: the call `id` abandoned (the only
+/// one), no result posted for it, and exactly one force-stop of `work`. `ctx` names the case
+/// in failure messages.
+pub fn assert_abandoned_and_force_stopped(
+    fake: &Handle,
+    sandbox: &ScriptedSandbox,
+    work: &str,
+    id: &str,
+    ctx: &str,
+) {
+    assert_eq!(sandbox.abandoned(), [id.to_owned()], "{ctx}");
+    assert_eq!(posts_for(fake, id), 0, "{ctx}");
+    let stops = requests_for(fake, Endpoint::Stop, work);
+    assert_eq!(stops.len(), 1, "{ctx}");
+    assert_eq!(stops[0].body, Some(json!({"force": true})), "{ctx}");
+}
+
 /// True when the worker left no session directory of `work_id` behind
 /// (they are `sessions/<work_id>.<claim>`).
 pub fn no_session_dir(dir: &Path, work_id: &str) -> bool {

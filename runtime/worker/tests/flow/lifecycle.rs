@@ -67,11 +67,7 @@ async fn stop_requested_mid_call_force_stops() {
             Beat::NotExtended => fake.next_heartbeat_not_extended(&work).unwrap(),
         }
         finish(run).await.unwrap();
-        assert_eq!(sandbox.abandoned(), std::slice::from_ref(&a), "{beat:?}");
-        assert_eq!(posts_for(&fake, &a), 0, "{beat:?}");
-        let stops = requests_for(&fake, Endpoint::Stop, &work);
-        assert_eq!(stops.len(), 1, "{beat:?}");
-        assert_eq!(stops[0].body, Some(json!({"force": true})), "{beat:?}");
+        assert_abandoned_and_force_stopped(&fake, &sandbox, &work, &a, &format!("{beat:?}"));
     }
 }
 
@@ -134,9 +130,7 @@ async fn forced_shutdown_aborts_running_calls() {
     run.shutdown.drain();
     run.shutdown.force();
     finish(run).await.unwrap();
-    assert_eq!(sandbox.abandoned(), std::slice::from_ref(&a));
-    assert_eq!(posts_for(&fake, &a), 0);
-    assert_eq!(requests_for(&fake, Endpoint::Stop, &work).len(), 1);
+    assert_abandoned_and_force_stopped(&fake, &sandbox, &work, &a, "");
 }
 
 /// `[runtime.shape] max_session`: the cap alone (no shutdown, no stop request, the lease kept)
@@ -158,9 +152,7 @@ async fn max_session_ends_the_run_and_stops_the_item() {
     // exit_after_items = 1: the worker returns once the capped item is done.
     finish(run).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1500));
-    assert_eq!(sandbox.abandoned(), std::slice::from_ref(&a));
-    assert_eq!(posts_for(&fake, &a), 0);
-    assert_eq!(requests_for(&fake, Endpoint::Stop, &work).len(), 1);
+    assert_abandoned_and_force_stopped(&fake, &sandbox, &work, &a, "");
     // One heartbeat loop for the whole item: the cap never restarts it from NO_HEARTBEAT
     // (which a server answers with 412).
     assert!(
