@@ -66,13 +66,22 @@ pub fn run(n: usize, ws: &Path) {
 
     let mut s = store(&engine, ws);
     let tools = pre.instantiate(&mut s).expect("instantiate");
-    let req = r#"{"name":"read","input":{"file_path":"file4k.txt"},"config":{}}"#;
+    use exports::wasm_sandbox::tools::file_tools::{Block, Cap, Tool, ToolConfig};
+    let config = ToolConfig {
+        workdir: "/workspace".into(),
+        allowed_roots: Vec::new(),
+        read_only_roots: Vec::new(),
+        max_file_bytes: Cap::Default,
+        max_image_base64_bytes: Cap::Default,
+        max_pdf_bytes: Cap::Default,
+    };
+    let input = r#"{"file_path":"file4k.txt"}"#;
     let stats = measure("bare: read 4 KiB", 100, n, || {
         let out = tools
             .wasm_sandbox_tools_file_tools()
-            .call_call(&mut s, req)
+            .call_call(&mut s, Tool::Read, input, &config)
             .expect("call");
-        assert!(out.contains("abcdefghijklmno"));
+        assert!(matches!(&out.content[..], [Block::Text(t)] if t.contains("abcdefghijklmno")));
     });
     println!("{}", stats.row());
 }

@@ -46,6 +46,9 @@ PY="${PYTHON:-python3}"
 
 prepare() {
   cargo build --release --locked -p wasm-sandbox-hostcalls-nn --example nn-run
+  # The example guests (tests/build.rs builds them too; the nn crate does not).
+  cargo build --release --locked --target wasm32-wasip2 \
+    --manifest-path examples/guests/Cargo.toml --target-dir target/guests
   rm -rf "$D" && mkdir -p "$D"
   cp target/release/examples/nn-run "$D/"
   strip "$D/nn-run" 2>/dev/null || true

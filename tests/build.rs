@@ -1,7 +1,9 @@
 //! Builds the guest test programs (`tests/programs`) for `wasm32-wasip2` and
 //! exposes each binary's path as `<NAME>_WASM` (e.g. `FS_PROBE_WASM`); also
-//! the example skill component `examples/guests/skill-wordcount` as
-//! `SKILL_WORDCOUNT_WASM`.
+//! the example guest components of `examples/guests`: the skill component
+//! `skill-wordcount` as `SKILL_WORDCOUNT_WASM` and the wasi-nn examples
+//! `nn-classify` / `nn-remote` as `NN_CLASSIFY_WASM` / `NN_REMOTE_WASM` (the
+//! only build of them: the crates they exercise build no guests).
 
 use std::path::PathBuf;
 
@@ -32,10 +34,18 @@ fn main() {
         &[
             guests.join("skill-wordcount/src"),
             guests.join("skill-wordcount/Cargo.toml"),
+            guests.join("nn-classify/src"),
+            guests.join("nn-classify/Cargo.toml"),
+            guests.join("nn-remote/src"),
+            guests.join("nn-remote/Cargo.toml"),
+            root.join("hostcalls/nn/wit"),
         ],
     );
-    println!(
-        "cargo:rustc-env=SKILL_WORDCOUNT_WASM={}",
-        out.join("wordcount.wasm").display()
-    );
+    for (var, file) in [
+        ("SKILL_WORDCOUNT_WASM", "wordcount.wasm"),
+        ("NN_CLASSIFY_WASM", "nn-classify.wasm"),
+        ("NN_REMOTE_WASM", "nn-remote.wasm"),
+    ] {
+        println!("cargo:rustc-env={var}={}", out.join(file).display());
+    }
 }

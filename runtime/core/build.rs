@@ -15,7 +15,8 @@ fn main() {
     let out = wasm_sandbox_guest_build::build_guest(
         &root.join("guests/file-tools"),
         &root,
-        &[root.join("hostcalls/wit")],
+        // The guest depends on runtime/pycompat by path: its sources are guest inputs too.
+        &[root.join("hostcalls/wit"), root.join("runtime/pycompat")],
     );
     let wasm = out.join("wasm_sandbox_file_tools.wasm");
     println!("cargo:rustc-env=FILE_TOOLS_WASM={}", wasm.display());

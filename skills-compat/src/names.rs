@@ -103,7 +103,8 @@ pub struct NameEscapes {
 /// `basename(version_name.strip())`, or `skill_id` when that is empty, `.` or `..`; the result
 /// must be one plain component (no `/`, no NUL, not `.` or `..`).
 pub fn skill_dir_name(version_name: &str, skill_id: &str) -> Result<String, NameEscapes> {
-    let trimmed = python_strip(version_name);
+    // Python's `str.strip()` (U+001C..U+001F count as whitespace there, not in Rust).
+    let trimmed = wasm_sandbox_pycompat::text::strip(version_name);
     let base = trimmed.rsplit('/').next().unwrap_or(trimmed);
     let dirname = if matches!(base, "" | "." | "..") {
         skill_id
@@ -117,12 +118,6 @@ pub fn skill_dir_name(version_name: &str, skill_id: &str) -> Result<String, Name
         });
     }
     Ok(dirname.to_owned())
-}
-
-/// Python's `str.strip()`: Unicode whitespace plus the ASCII separators U+001C..U+001F, which
-/// Python counts as whitespace and Rust does not.
-fn python_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use wasm_sandbox_runtime::{
-    CommandComponent, MemoryMount, Runtime, RuntimeConfig, Session, SessionSpec, ToolCall,
-    ToolResult,
+    Access, CommandComponent, MemoryMountPath, Mount, Runtime, RuntimeConfig, Session, SessionSpec,
+    ToolCall, ToolResult,
 };
 
 /// The runtime shared by all tests of this binary.
@@ -52,16 +52,16 @@ impl Fixture {
         std::fs::write(base.join("notes/policy.md"), "be nice\n").unwrap();
         let mut spec = SessionSpec::new("test", base.join("root"));
         spec.memory_stores = vec![
-            MemoryMount {
-                guest_path: "/mnt/memory/notes".into(),
-                host_path: base.join("notes"),
-                read_only: true,
-            },
-            MemoryMount {
-                guest_path: "/mnt/memory/scratch".into(),
-                host_path: base.join("scratch"),
-                read_only: false,
-            },
+            Mount::memory_store(
+                MemoryMountPath::parse("/mnt/memory/notes").unwrap(),
+                base.join("notes"),
+                Access::ReadOnly,
+            ),
+            Mount::memory_store(
+                MemoryMountPath::parse("/mnt/memory/scratch").unwrap(),
+                base.join("scratch"),
+                Access::ReadWrite,
+            ),
         ];
         let session = runtime().session(spec).expect("session");
         Fixture { dir, session }

@@ -18,7 +18,7 @@ use wasm_sandbox_fake_control_plane::{
 };
 use wasm_sandbox_worker::sandbox::testing::{ScriptedSandbox, ScriptedSession};
 use wasm_sandbox_worker::sandbox::{
-    SandboxProvider, SandboxSession, SandboxSpec, ToolCall, ToolResult,
+    SandboxProvider, SandboxSession, SandboxSpec, Tool, ToolAnswer, ToolCall,
 };
 use wasm_sandbox_worker::worker::WorkerConfig;
 
@@ -85,9 +85,9 @@ impl SandboxProvider for Timed {
 }
 
 impl SandboxSession for TimedSession {
-    async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
+    async fn call(&self, tool: Tool, call: &ToolCall) -> ToolAnswer {
         self.owner.note("call");
-        self.inner.call_tool(call).await
+        self.inner.call(tool, call).await
     }
 
     async fn close(&self) {

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use wasm_sandbox_runtime::{Cap, MemoryMount, SessionSpec, ToolCall, ToolResult};
+use wasm_sandbox_runtime::{
+    Access, Cap, MemoryMountPath, Mount, SessionSpec, ToolCall, ToolResult,
+};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/differential");
 const ROOTS: [&str; 5] = [
@@ -200,16 +202,16 @@ async fn run_case(case: &Case) -> Result<(), String> {
     spec.workspace = Some(host(&h, "/workspace"));
     spec.outputs = Some(host(&h, "/mnt/session/outputs"));
     spec.memory_stores = vec![
-        MemoryMount {
-            guest_path: "/mnt/memory/notes".into(),
-            host_path: host(&h, "/mnt/memory/notes"),
-            read_only: true,
-        },
-        MemoryMount {
-            guest_path: "/mnt/memory/scratch".into(),
-            host_path: host(&h, "/mnt/memory/scratch"),
-            read_only: false,
-        },
+        Mount::memory_store(
+            MemoryMountPath::parse("/mnt/memory/notes").unwrap(),
+            host(&h, "/mnt/memory/notes"),
+            Access::ReadOnly,
+        ),
+        Mount::memory_store(
+            MemoryMountPath::parse("/mnt/memory/scratch").unwrap(),
+            host(&h, "/mnt/memory/scratch"),
+            Access::ReadWrite,
+        ),
     ];
     spec.max_file_bytes = cap(&case.config, "max_file_bytes");
     spec.max_image_base64_bytes = cap(&case.config, "max_image_base64_bytes");

@@ -493,7 +493,7 @@ async fn worker_narrowing(fx: &'static Fx) {
 fn an_nn_remote_model_uses_the_upstream_definition() {
     let fx = fx();
     let s = session(fx, "nn-upstream", None);
-    let wasm = std::fs::read(wasm_sandbox_hostcalls_nn::example_guests::NN_REMOTE).unwrap();
+    let wasm = std::fs::read(env!("NN_REMOTE_WASM")).unwrap();
     let cmd = fx.rt.load_command(&wasm).unwrap();
     let args: Vec<String> = vec!["nn-remote".into(), "ocr-sister".into()];
     let out = s.run_command(&cmd, &args, b"image-bytes").unwrap();

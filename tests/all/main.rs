@@ -7,6 +7,7 @@ mod critical_path;
 mod differential;
 mod egress;
 mod nn;
+mod nn_host;
 mod persistence;
 mod pool;
 mod runtime;

@@ -4,7 +4,7 @@
 //! which `scripts/test.sh` runs and whose `.ort/env` sets `ORT_DYLIB_PATH`).
 
 use std::path::PathBuf;
-use wasm_sandbox_hostcalls_nn::{NnConfig, PreloadModel, example_guests};
+use wasm_sandbox_hostcalls_nn::{NnConfig, PreloadModel, example_models};
 use wasm_sandbox_runtime::{Runtime, SessionSpec};
 
 fn ort() -> PathBuf {
@@ -31,14 +31,14 @@ fn a_session_command_component_runs_a_preloaded_model_by_name() {
         onnx_library: Some(ort()),
         preload: vec![PreloadModel {
             name: "classify".into(),
-            path: example_guests::CLASSIFY_ONNX.into(),
+            path: example_models::CLASSIFY_ONNX.into(),
         }],
         ..NnConfig::default()
     };
     let rt = Runtime::new(config).expect("runtime with nn");
     let dir = tempfile::tempdir().unwrap();
     let session = rt.session(SessionSpec::new("nn", dir.path())).unwrap();
-    let wasm = std::fs::read(example_guests::NN_CLASSIFY).unwrap();
+    let wasm = std::fs::read(env!("NN_CLASSIFY_WASM")).unwrap();
     let classify = rt.load_command(&wasm).unwrap();
     let args: Vec<String> = ["nn-classify", "1", "2", "3", "4"]
         .iter()

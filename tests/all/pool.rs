@@ -3,7 +3,9 @@
 use crate::common::bash;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wasm_sandbox_runtime::{MemoryMount, PoolConfig, Runtime, SessionSpec, ToolCall};
+use wasm_sandbox_runtime::{
+    Access, MemoryMountPath, Mount, PoolConfig, Runtime, SessionSpec, ToolCall,
+};
 
 fn wait_for_pool(rt: &Runtime, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -83,11 +85,11 @@ fn pooled_sandboxes_serve_new_sessions_fresh_and_are_replaced() {
     wait_for_pool(&rt, 1);
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
     let mut spec = SessionSpec::new("c", dir.path().join("sessions/c"));
-    spec.memory_stores = vec![MemoryMount {
-        guest_path: "/mnt/memory/s".into(),
-        host_path: dir.path().join("store"),
-        read_only: true,
-    }];
+    spec.memory_stores = vec![Mount::memory_store(
+        MemoryMountPath::parse("/mnt/memory/s").unwrap(),
+        dir.path().join("store"),
+        Access::ReadOnly,
+    )];
     let c = rt.session(spec).unwrap();
     assert!(
         tokio.block_on(c.bash_processes()).is_empty(),

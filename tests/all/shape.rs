@@ -313,16 +313,16 @@ fn writable_memory_store_is_on_the_disk_cap() {
     }
     let mut spec = SessionSpec::new("m", &root);
     spec.memory_stores = vec![
-        wasm_sandbox_runtime::MemoryMount {
-            guest_path: "/mnt/memory/rw".into(),
-            host_path: rw.clone(),
-            read_only: false,
-        },
-        wasm_sandbox_runtime::MemoryMount {
-            guest_path: "/mnt/memory/ro".into(),
-            host_path: ro.clone(),
-            read_only: true,
-        },
+        wasm_sandbox_runtime::Mount::memory_store(
+            wasm_sandbox_runtime::MemoryMountPath::parse("/mnt/memory/rw").unwrap(),
+            rw.clone(),
+            wasm_sandbox_runtime::Access::ReadWrite,
+        ),
+        wasm_sandbox_runtime::Mount::memory_store(
+            wasm_sandbox_runtime::MemoryMountPath::parse("/mnt/memory/ro").unwrap(),
+            ro.clone(),
+            wasm_sandbox_runtime::Access::ReadOnly,
+        ),
     ];
     let s = rt.session(spec).unwrap();
     assert!(mounted(&rw), "the writable store is bound from the cap");

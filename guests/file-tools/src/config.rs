@@ -1,21 +1,8 @@
-//! The request envelope and the per-session tool configuration.
-
-use serde::Deserialize;
-use serde_json::Value;
-
-/// One tool call as the host sends it.
-#[derive(Debug, Deserialize)]
-pub struct Request {
-    /// Tool name (`read`, `write`, `edit`, `glob`, `grep`).
-    pub name: String,
-    /// The model's raw input object (validated by the tool, like pydantic's
-    /// `validate_call` in the reference).
-    #[serde(default)]
-    pub input: Value,
-    /// The session's configuration.
-    #[serde(default)]
-    pub config: ToolConfig,
-}
+//! The per-session tool configuration and the reference's defaults.
+//!
+//! The host passes the configuration as the WIT `tool-config` record, with each
+//! size cap as a `cap` variant (`default`, `unlimited`, `bytes`); the defaults
+//! below are the only place the reference's values are written down.
 
 /// Default `max_file_bytes` (262,144), as in the reference.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 262_144;
@@ -23,26 +10,57 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 262_144;
 pub const DEFAULT_MAX_IMAGE_BASE64_BYTES: u64 = 5 * 1024 * 1024;
 /// Default `max_pdf_bytes` (20 MiB raw).
 pub const DEFAULT_MAX_PDF_BYTES: u64 = 20 * 1024 * 1024;
+/// Default working directory.
+pub const DEFAULT_WORKDIR: &str = "/workspace";
 
-fn default_workdir() -> String {
-    "/workspace".to_string()
-}
-fn default_max_file() -> Option<u64> {
-    Some(DEFAULT_MAX_FILE_BYTES)
-}
-fn default_max_image() -> Option<u64> {
-    Some(DEFAULT_MAX_IMAGE_BASE64_BYTES)
-}
-fn default_max_pdf() -> Option<u64> {
-    Some(DEFAULT_MAX_PDF_BYTES)
+/// A configured size cap (the WIT `cap` variant): the reference tells an
+/// absent setting (its default) from `None` (uncapped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cap {
+    /// Not configured: the reference default.
+    #[default]
+    Default,
+    /// The reference's `None`: no cap.
+    Unlimited,
+    /// An explicit number of bytes.
+    Bytes(u64),
 }
 
-/// The reference's `AgentToolContext` fields that the file tools read.
+impl Cap {
+    /// The effective cap: [`Cap::Default`] takes `default` (the reference's value),
+    /// [`Cap::Unlimited`] is `None`.
+    fn resolve(self, default: u64) -> Option<u64> {
+        match self {
+            Cap::Default => Some(default),
+            Cap::Unlimited => None,
+            Cap::Bytes(n) => Some(n),
+        }
+    }
+}
+
+/// The configuration as the host sends it (the WIT `tool-config` record).
+#[derive(Clone, Debug)]
+pub struct ConfigInput {
+    /// The working directory.
+    pub workdir: String,
+    /// Other roots the file tools may reach.
+    pub allowed_roots: Vec<String>,
+    /// Roots that `write`/`edit` refuse.
+    pub read_only_roots: Vec<String>,
+    /// `max_file_bytes`.
+    pub max_file_bytes: Cap,
+    /// `max_image_base64_bytes`.
+    pub max_image_base64_bytes: Cap,
+    /// `max_pdf_bytes`.
+    pub max_pdf_bytes: Cap,
+}
+
+/// The reference's `AgentToolContext` fields that the file tools read, with
+/// the defaults applied.
 ///
-/// All paths are *guest* paths (what the model sees). A cap that is absent
-/// takes the reference default; an explicit JSON `null` means uncapped.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(from = "RawToolConfig")]
+/// All paths are *guest* paths (what the model sees). A cap that was not
+/// configured takes the reference default; an unlimited one is `None`.
+#[derive(Debug, Clone)]
 pub struct ToolConfig {
     /// The working directory (`/workspace`).
     pub workdir: String,
@@ -64,54 +82,39 @@ pub struct ToolConfig {
     pub max_pdf_bytes: Option<u64>,
 }
 
-/// The wire form of [`ToolConfig`]: absent caps (`None`) and explicit
-/// `null`s (`Some(None)`) are told apart.
-#[derive(Deserialize)]
-struct RawToolConfig {
-    #[serde(default = "default_workdir")]
-    workdir: String,
-    #[serde(default)]
-    allowed_roots: Vec<String>,
-    #[serde(default)]
-    read_only_roots: Vec<String>,
-    #[serde(default, deserialize_with = "present")]
-    max_file_bytes: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    max_image_base64_bytes: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    max_pdf_bytes: Option<Option<u64>>,
-}
-
-/// Marks a present field (even `null`) as `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
-}
-
-impl From<RawToolConfig> for ToolConfig {
-    fn from(r: RawToolConfig) -> Self {
+impl From<ConfigInput> for ToolConfig {
+    fn from(c: ConfigInput) -> Self {
         ToolConfig {
-            workdir: r.workdir,
-            allowed_roots: r.allowed_roots,
-            read_only_roots: r.read_only_roots,
-            max_file_bytes_explicit: matches!(r.max_file_bytes, Some(Some(_))),
-            max_file_bytes: r.max_file_bytes.unwrap_or_else(default_max_file),
-            max_image_base64_bytes: r.max_image_base64_bytes.unwrap_or_else(default_max_image),
-            max_pdf_bytes: r.max_pdf_bytes.unwrap_or_else(default_max_pdf),
+            workdir: c.workdir,
+            allowed_roots: c.allowed_roots,
+            read_only_roots: c.read_only_roots,
+            max_file_bytes_explicit: matches!(c.max_file_bytes, Cap::Bytes(_)),
+            max_file_bytes: c.max_file_bytes.resolve(DEFAULT_MAX_FILE_BYTES),
+            max_image_base64_bytes: c
+                .max_image_base64_bytes
+                .resolve(DEFAULT_MAX_IMAGE_BASE64_BYTES),
+            max_pdf_bytes: c.max_pdf_bytes.resolve(DEFAULT_MAX_PDF_BYTES),
+        }
+    }
+}
+
+/// The reference's defaults: workdir `/workspace`, no other roots, every cap its default.
+impl Default for ConfigInput {
+    fn default() -> Self {
+        ConfigInput {
+            workdir: DEFAULT_WORKDIR.to_string(),
+            allowed_roots: Vec::new(),
+            read_only_roots: Vec::new(),
+            max_file_bytes: Cap::Default,
+            max_image_base64_bytes: Cap::Default,
+            max_pdf_bytes: Cap::Default,
         }
     }
 }
 
 impl Default for ToolConfig {
     fn default() -> Self {
-        ToolConfig {
-            workdir: default_workdir(),
-            allowed_roots: Vec::new(),
-            read_only_roots: Vec::new(),
-            max_file_bytes: default_max_file(),
-            max_file_bytes_explicit: false,
-            max_image_base64_bytes: default_max_image(),
-            max_pdf_bytes: default_max_pdf(),
-        }
+        ConfigInput::default().into()
     }
 }
 
@@ -120,19 +123,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn absent_null_and_explicit_caps_differ() {
-        let c: ToolConfig = serde_json::from_str("{}").unwrap();
+    fn default_unlimited_and_explicit_caps_differ() {
+        let c = ToolConfig::default();
         assert_eq!(c.workdir, "/workspace");
         assert_eq!(c.max_file_bytes, Some(DEFAULT_MAX_FILE_BYTES));
         assert!(!c.max_file_bytes_explicit);
         assert_eq!(c.max_pdf_bytes, Some(DEFAULT_MAX_PDF_BYTES));
-        let c: ToolConfig =
-            serde_json::from_str(r#"{"max_file_bytes": null, "max_image_base64_bytes": null}"#)
-                .unwrap();
+        assert_eq!(
+            c.max_image_base64_bytes,
+            Some(DEFAULT_MAX_IMAGE_BASE64_BYTES)
+        );
+        let c: ToolConfig = ConfigInput {
+            max_file_bytes: Cap::Unlimited,
+            max_image_base64_bytes: Cap::Unlimited,
+            ..ConfigInput::default()
+        }
+        .into();
+        assert_eq!(c.workdir, "/workspace");
         assert_eq!(c.max_file_bytes, None);
         assert!(!c.max_file_bytes_explicit);
         assert_eq!(c.max_image_base64_bytes, None);
-        let c: ToolConfig = serde_json::from_str(r#"{"max_file_bytes": 100}"#).unwrap();
+        let c: ToolConfig = ConfigInput {
+            max_file_bytes: Cap::Bytes(100),
+            ..ConfigInput::default()
+        }
+        .into();
         assert_eq!(c.max_file_bytes, Some(100));
         assert!(c.max_file_bytes_explicit);
     }

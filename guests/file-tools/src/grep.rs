@@ -1,7 +1,7 @@
 //! The `grep` tool: the reference's pure-Python walker (`_walk_grep`), the
 //! backend it uses when no `rg` is installed.
 //!
-//! The pattern is Python `re` syntax, compiled by [`crate::pyre`]; an invalid
+//! The pattern is Python `re` syntax, compiled by [`wasm_sandbox_pycompat::re`]; an invalid
 //! one fails with `grep: invalid regex: <re.error text>`. A regular file is
 //! scanned alone; a directory is walked like `os.walk` top-down, in
 //! directory-listing order (not sorted): each directory's files first, then
@@ -18,7 +18,7 @@
 //! The reference stops after 30 s of CPU time (`grep: timed out after 30s`).
 //! Here the budget is 30 s of wall-clock time, checked between files and
 //! every few hundred lines, and a single search that exceeds the regex
-//! engine's backtracking limit ([`crate::pyre::BACKTRACK_LIMIT`]) also counts
+//! engine's backtracking limit ([`wasm_sandbox_pycompat::re::BACKTRACK_LIMIT`]) also counts
 //! as the timeout.
 //!
 //! # Security
@@ -41,9 +41,9 @@ use serde_json::Value;
 use crate::config::ToolConfig;
 use crate::glob::display_path;
 use crate::paths;
-use crate::pyre::{self, PyPattern};
 use crate::result::{ToolFail, ToolValue};
 use crate::validate::{self, GrepInput};
+use wasm_sandbox_pycompat::re::{self, CompileError, PyPattern};
 
 /// Output budget in characters.
 pub const GREP_OUTPUT_LIMIT: usize = 102_400;
@@ -73,11 +73,11 @@ pub fn run(input: &Value, cfg: &ToolConfig) -> Result<ToolValue, ToolFail> {
 
 /// `re.compile(pattern)` with the reference's error handling.
 fn compile(pattern: &str) -> Result<PyPattern, ToolFail> {
-    pyre::compile(pattern).map_err(|e| match e {
-        pyre::CompileError::Invalid(msg) | pyre::CompileError::Unsupported(msg) => {
+    re::compile(pattern).map_err(|e| match e {
+        CompileError::Invalid(msg) | CompileError::Unsupported(msg) => {
             ToolFail::Tool(format!("grep: invalid regex: {msg}"))
         }
-        pyre::CompileError::Exception(repr) => ToolFail::Exception(repr),
+        CompileError::Exception(repr) => ToolFail::Exception(repr),
     })
 }
 

@@ -10,47 +10,58 @@
 //! that build the preopen confinement is not there, which is why the host
 //! always runs the component and never this crate natively.
 //!
-//! Entry point: [`call`] takes the JSON request of the `file-tools` WIT
-//! interface and returns the JSON result.
+//! Entry point: [`call`] takes one call of the `file-tools` WIT interface (the
+//! tool, the model's input as JSON text, the session's [`config::ToolConfig`])
+//! and returns its outcome-tagged [`result::ToolOutput`]; the host words it.
 
 pub mod config;
 pub mod edit;
 pub mod glob;
 pub mod grep;
 pub mod paths;
-pub mod pyre;
-pub mod pyrepr;
 pub mod read;
 pub mod result;
 pub mod validate;
 pub mod write;
 
-use config::Request;
+use config::ToolConfig;
 use result::ToolOutput;
+use serde_json::Value;
 
-/// Runs one tool call from its JSON request and returns the JSON result.
-///
-/// Request: `{"name": "...", "input": {...}, "config": {...}}` (see
-/// [`config::ToolConfig`]). Result: `{"content": [...], "is_error": bool}`,
-/// already bridged the way the reference session runner bridges it (an empty
-/// result reads `(no output)`).
-pub fn call(request: &str) -> String {
-    let out = match serde_json::from_str::<Request>(request) {
-        Ok(req) => dispatch(&req),
-        Err(e) => ToolOutput::error_text(format!("invalid request: {e}")),
-    };
-    out.to_json()
+/// A file tool (the WIT `tool` enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+    /// `edit`.
+    Edit,
+    /// `glob`.
+    Glob,
+    /// `grep`.
+    Grep,
 }
 
-/// Dispatches a parsed request to its tool.
-pub fn dispatch(req: &Request) -> ToolOutput {
-    let r = match req.name.as_str() {
-        "read" => read::run(&req.input, &req.config),
-        "write" => write::run(&req.input, &req.config),
-        "edit" => edit::run(&req.input, &req.config),
-        "glob" => glob::run(&req.input, &req.config),
-        "grep" => grep::run(&req.input, &req.config),
-        other => Err(result::ToolFail::Tool(format!("unknown tool {other}"))),
+/// Runs one tool call: `input` is the model's input object as JSON text.
+///
+/// Input that is not JSON (the host never sends such) is a `ToolError`
+/// `invalid request: …`.
+pub fn call(tool: Tool, input: &str, config: &ToolConfig) -> ToolOutput {
+    match serde_json::from_str::<Value>(input) {
+        Ok(input) => dispatch(tool, &input, config),
+        Err(e) => ToolOutput::tool_error(format!("invalid request: {e}")),
+    }
+}
+
+/// Runs a parsed call on its tool.
+pub fn dispatch(tool: Tool, input: &Value, config: &ToolConfig) -> ToolOutput {
+    let r = match tool {
+        Tool::Read => read::run(input, config),
+        Tool::Write => write::run(input, config),
+        Tool::Edit => edit::run(input, config),
+        Tool::Glob => glob::run(input, config),
+        Tool::Grep => grep::run(input, config),
     };
     ToolOutput::from_result(r)
 }
@@ -66,11 +77,54 @@ mod component {
         world: "tools",
     });
 
+    use crate::config::{Cap, ConfigInput};
+    use crate::result::{Block, Outcome};
+    use exports::wasm_sandbox::tools::file_tools as wit;
+
     struct Component;
 
-    impl exports::wasm_sandbox::tools::file_tools::Guest for Component {
-        fn call(request: String) -> String {
-            super::call(&request)
+    fn cap(c: wit::Cap) -> Cap {
+        match c {
+            wit::Cap::Default => Cap::Default,
+            wit::Cap::Unlimited => Cap::Unlimited,
+            wit::Cap::Bytes(n) => Cap::Bytes(n),
+        }
+    }
+
+    impl wit::Guest for Component {
+        fn call(tool: wit::Tool, input: String, config: wit::ToolConfig) -> wit::ToolResult {
+            let tool = match tool {
+                wit::Tool::Read => super::Tool::Read,
+                wit::Tool::Write => super::Tool::Write,
+                wit::Tool::Edit => super::Tool::Edit,
+                wit::Tool::Glob => super::Tool::Glob,
+                wit::Tool::Grep => super::Tool::Grep,
+            };
+            let config = ConfigInput {
+                workdir: config.workdir,
+                allowed_roots: config.allowed_roots,
+                read_only_roots: config.read_only_roots,
+                max_file_bytes: cap(config.max_file_bytes),
+                max_image_base64_bytes: cap(config.max_image_base64_bytes),
+                max_pdf_bytes: cap(config.max_pdf_bytes),
+            }
+            .into();
+            let out = super::call(tool, &input, &config);
+            wit::ToolResult {
+                outcome: match out.outcome {
+                    Outcome::Ok => wit::Outcome::Ok,
+                    Outcome::ToolError => wit::Outcome::ToolError,
+                    Outcome::Exception => wit::Outcome::Exception,
+                },
+                content: out
+                    .content
+                    .into_iter()
+                    .map(|b| match b {
+                        Block::Text(t) => wit::Block::Text(t),
+                        Block::Json(v) => wit::Block::Json(v.to_string()),
+                    })
+                    .collect(),
+            }
         }
     }
 

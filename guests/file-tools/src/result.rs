@@ -1,6 +1,10 @@
-//! Tool outcomes and how they become `user.tool_result` content.
+//! Tool outcomes and their outcome-tagged form (the WIT `tool-result`).
+//!
+//! The guest reports what the tool did and how it ended; the host words the
+//! result (`(no output)` for an empty one, the cut of an exception's text),
+//! in one place (`wasm_sandbox_runtime::tool`).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Why a tool call failed, mirroring the reference's exception kinds.
 #[derive(Debug, Clone, PartialEq)]
@@ -8,7 +12,7 @@ pub enum ToolFail {
     /// A `ToolError(text)`: the text is the whole result, not truncated.
     Tool(String),
     /// Any other exception: the text is Python's `repr(exc)`, which the
-    /// runner cuts to 4096 characters.
+    /// runner (the host) cuts to 4096 characters.
     Exception(String),
 }
 
@@ -21,56 +25,72 @@ pub enum ToolValue {
     Blocks(Vec<Value>),
 }
 
-/// The bridged result: the exact `content` and `is_error` of a tool result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolOutput {
-    /// Content blocks in wire shape.
-    pub content: Vec<Value>,
-    /// Whether the call failed.
-    pub is_error: bool,
+/// How a call ended (the WIT `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The tool returned.
+    Ok,
+    /// `ToolError`.
+    ToolError,
+    /// Any other exception.
+    Exception,
 }
 
-const NO_OUTPUT: &str = "(no output)";
-const ERROR_TEXT_CAP: usize = 4096;
+/// One block of a result (the WIT `block`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    /// A text block's text (possibly empty).
+    Text(String),
+    /// Any other block in wire shape.
+    Json(Value),
+}
+
+/// The outcome-tagged result of one call (the WIT `tool-result`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// The blocks (empty for an empty result).
+    pub content: Vec<Block>,
+}
 
 impl ToolOutput {
-    /// An error result with the given text (empty text reads `(no output)`).
-    pub fn error_text(text: impl Into<String>) -> Self {
-        Self::text(text.into(), true)
-    }
-
-    fn text(text: String, is_error: bool) -> Self {
-        let text = if text.is_empty() {
-            NO_OUTPUT.to_string()
-        } else {
-            text
-        };
+    /// A `ToolError` with the given text.
+    pub fn tool_error(text: impl Into<String>) -> Self {
         ToolOutput {
-            content: vec![json!({"type": "text", "text": text})],
-            is_error,
+            outcome: Outcome::ToolError,
+            content: vec![Block::Text(text.into())],
         }
     }
 
-    /// Bridges a tool's outcome like the reference session runner
-    /// (`_call_tool` + `_to_session_content`).
+    /// Tags a tool's outcome like the reference session runner's `_call_tool`
+    /// (the host then bridges it like `_to_session_content`).
     pub fn from_result(r: Result<ToolValue, ToolFail>) -> Self {
         match r {
-            Ok(ToolValue::Text(s)) => Self::text(s, false),
-            Ok(ToolValue::Blocks(blocks)) if blocks.is_empty() => Self::text(String::new(), false),
-            Ok(ToolValue::Blocks(blocks)) => ToolOutput {
-                content: blocks,
-                is_error: false,
+            Ok(ToolValue::Text(s)) => ToolOutput {
+                outcome: Outcome::Ok,
+                content: vec![Block::Text(s)],
             },
-            Err(ToolFail::Tool(s)) => Self::text(s, true),
-            Err(ToolFail::Exception(s)) => {
-                let cut: String = s.chars().take(ERROR_TEXT_CAP).collect();
-                Self::text(cut, true)
-            }
+            Ok(ToolValue::Blocks(blocks)) => ToolOutput {
+                outcome: Outcome::Ok,
+                content: blocks.into_iter().map(Block::Json).collect(),
+            },
+            Err(ToolFail::Tool(s)) => Self::tool_error(s),
+            Err(ToolFail::Exception(s)) => ToolOutput {
+                outcome: Outcome::Exception,
+                content: vec![Block::Text(s)],
+            },
         }
     }
 
-    /// Serialises to the JSON the WIT `call` returns.
-    pub fn to_json(&self) -> String {
-        json!({"content": self.content, "is_error": self.is_error}).to_string()
+    /// The concatenated text of the text blocks (for tests).
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                Block::Text(t) => Some(t.as_str()),
+                Block::Json(_) => None,
+            })
+            .collect()
     }
 }

@@ -178,22 +178,13 @@ mod tests {
     #[test]
     fn lone_surrogates_never_reach_the_tool() {
         let (_t, ws, cfg) = setup();
-        let req = serde_json::json!({"name": "write", "input": {"file_path": "s/f", "content": "x"}, "config": cfg_json(&cfg)})
+        let input = json!({"file_path": "s/f", "content": "x"})
             .to_string()
             .replace("\"x\"", "\"bad \\ud800 surrogate\"");
-        let out: Value = serde_json::from_str(&crate::call(&req)).unwrap();
-        assert_eq!(out["is_error"], true);
-        assert!(
-            out["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .starts_with("invalid request: ")
-        );
+        let out = crate::call(crate::Tool::Write, &input, &cfg);
+        assert_eq!(out.outcome, crate::result::Outcome::ToolError);
+        assert!(out.text().starts_with("invalid request: "));
         assert!(!ws.join("s").exists());
-    }
-
-    fn cfg_json(cfg: &ToolConfig) -> Value {
-        json!({"workdir": cfg.workdir})
     }
 
     #[test]

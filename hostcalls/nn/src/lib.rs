@@ -89,13 +89,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi_nn::Graph;
 
-/// Paths of the example guest components this crate's build script
-/// compiled (`examples/guests`), for tests and benches on the build machine.
-pub mod example_guests {
-    /// `nn-classify.wasm`: runs a preloaded local model by name.
-    pub const NN_CLASSIFY: &str = env!("NN_CLASSIFY_WASM");
-    /// `nn-remote.wasm`: calls a remote model by name.
-    pub const NN_REMOTE: &str = env!("NN_REMOTE_WASM");
+/// Paths of the example models (`examples/nn-models`), for tests and benches on
+/// the build machine. The example guest components that use them
+/// (`examples/guests/nn-classify`, `nn-remote`) are built by `tests/build.rs` (as
+/// `NN_CLASSIFY_WASM` / `NN_REMOTE_WASM`, for the tests and the `nn_overhead` bench),
+/// not by this crate.
+pub mod example_models {
     /// The tiny classifier model (`examples/nn-models/classify.onnx`).
     pub const CLASSIFY_ONNX: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -90,7 +90,7 @@ impl DoctorCommand {
         let mut checks = Vec::new();
         let config = match &self.config {
             None => RuntimeConfig::default(),
-            Some(path) => match wasm_sandbox_worker::serve::FileConfig::load(path).and_then(|f| {
+            Some(path) => match crate::serve::FileConfig::load(path).and_then(|f| {
                 f.check()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
             }) {

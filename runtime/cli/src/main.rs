@@ -17,6 +17,7 @@
 
 mod doctor;
 mod replay;
+mod serve;
 mod snapshots;
 mod usage;
 
@@ -37,7 +38,7 @@ enum Command {
     ///
     /// `--local` runs the whole job against an embedded fake control plane,
     /// with no credentials and no network.
-    Serve(Box<wasm_sandbox_worker::serve::ServeArgs>),
+    Serve(Box<serve::ServeArgs>),
     /// Run tool calls from JSON lines on stdin; print one result line per call.
     Replay(replay::ReplayCommand),
     /// Configuration files.
@@ -68,7 +69,7 @@ enum ConfigCommand {
 fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { config } => {
-            let file = wasm_sandbox_worker::serve::FileConfig::load(&config)?;
+            let file = serve::FileConfig::load(&config)?;
             let runtime = file
                 .check()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
     use_self_as_init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(*args),
+        Command::Serve(args) => run_serve(*args),
         Command::Replay(cmd) => {
             init_tracing("warn");
             cmd.execute()
@@ -122,20 +123,20 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // One JSON line when `serve` logs JSON, else `error: …`.
-            wasm_sandbox_worker::serve::report_fatal(&err);
+            serve::report_fatal(&err);
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(args: wasm_sandbox_worker::serve::ServeArgs) -> anyhow::Result<ExitCode> {
+fn run_serve(args: serve::ServeArgs) -> anyhow::Result<ExitCode> {
     // The environment key must never reach a child: drop it from the process
     // environment before any thread (or sandbox) exists.
-    wasm_sandbox_worker::serve::scrub_environment_key();
+    serve::scrub_environment_key();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    tokio.block_on(wasm_sandbox_worker::serve::serve(args))?;
+    tokio.block_on(serve::serve(args))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wasm_sandbox_runtime::{
-    Cap, MemoryMount, Runtime, RuntimeConfig, SANDBOX_TOOLS, SessionSpec, ToolCall,
+    Access, Cap, Mount, Runtime, RuntimeConfig, SessionSpec, Tool, ToolCall,
 };
 use wasm_sandbox_worker::proto::{ToolUse, lone_surrogate_reason, repair_lone_surrogates};
 
@@ -40,7 +40,7 @@ pub struct ReplayCommand {
     /// Mount a memory store: /mnt/memory/NAME=HOSTDIR, with `:ro` appended
     /// for a read-only store. Repeatable.
     #[arg(long = "memory-store", value_name = "/mnt/memory/NAME=HOSTDIR[:ro]", value_parser = parse_memory_store)]
-    memory_stores: Vec<MemoryMount>,
+    memory_stores: Vec<Mount>,
     /// Cap for whole-file reads, ranged selections and edits: bytes, `none`
     /// or `default` (262144).
     #[arg(long, value_name = "BYTES|none", value_parser = Cap::parse, default_value = "default")]
@@ -77,7 +77,7 @@ impl ReplayCommand {
     pub fn execute(self) -> Result<ExitCode> {
         let config = match &self.config {
             // One schema for every command: the same loader and checks as `serve`.
-            Some(path) => wasm_sandbox_worker::serve::FileConfig::load(path)?
+            Some(path) => crate::serve::FileConfig::load(path)?
                 .check()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             None => RuntimeConfig::default(),
@@ -133,7 +133,7 @@ impl ReplayCommand {
                     if let Some((l, escape)) = repaired {
                         let representable =
                             !l.id.contains('\u{fffd}') && !l.name.contains('\u{fffd}');
-                        if representable && SANDBOX_TOOLS.contains(&l.name.as_str()) {
+                        if representable && Tool::from_name(&l.name).is_some() {
                             let text =
                                 ToolUse::invalid_input_result(&lone_surrogate_reason(&escape));
                             let out = json!({"id": l.id, "content": [{"type": "text", "text": text}], "is_error": true});
@@ -171,7 +171,7 @@ impl ReplayCommand {
     }
 }
 
-fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
+fn parse_memory_store(s: &str) -> Result<Mount, String> {
     let (guest, rest) = s
         .split_once('=')
         .ok_or("expected /mnt/memory/NAME=HOSTDIR[:ro]")?;
@@ -185,11 +185,11 @@ fn parse_memory_store(s: &str) -> Result<MemoryMount, String> {
     // The one mount-path rule (`wasm_sandbox_fs::guest_path`), as the worker applies it.
     let guest =
         wasm_sandbox_fs::guest_path::MemoryMountPath::parse(guest).map_err(|e| e.to_string())?;
-    Ok(MemoryMount {
-        guest_path: guest.into(),
-        host_path: PathBuf::from(host),
-        read_only,
-    })
+    Ok(Mount::memory_store(
+        guest,
+        PathBuf::from(host),
+        Access::from_read_only(read_only),
+    ))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -43,7 +43,7 @@ impl SnapshotsCommand {
         let Some(path) = &self.config else {
             anyhow::bail!("--config FILE is required (the file with [runtime.persistence])");
         };
-        let file = wasm_sandbox_worker::serve::FileConfig::load(path)?;
+        let file = crate::serve::FileConfig::load(path)?;
         let Some(mut cfg) = file.runtime.persistence.clone() else {
             anyhow::bail!("{}: no [runtime.persistence] table", path.display());
         };

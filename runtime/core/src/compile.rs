@@ -152,7 +152,7 @@ pub(crate) fn child_engine(
         limits: limits.clone(),
         ..RuntimeConfig::default()
     };
-    crate::runtime::build_engine(&config)
+    crate::engine::build_engine(&config)
 }
 
 /// The worker's side: starts helpers, within the configured limits.
@@ -479,7 +479,7 @@ mod tests {
             ..RuntimeConfig::default()
         };
         assert!(config.engine.pooling);
-        let worker = crate::runtime::build_engine(&config).unwrap();
+        let worker = crate::engine::build_engine(&config).unwrap();
         let child = child_engine(&config.engine, &config.limits).unwrap();
         let hash = |e: &wasmtime::Engine| {
             let mut h = DefaultHasher::new();

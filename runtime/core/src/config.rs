@@ -425,20 +425,6 @@ impl Cap {
             },
         }
     }
-
-    /// Inserts the cap into a tool config object under `key` (absent for
-    /// default, `null` for unlimited).
-    pub(crate) fn write_to(self, obj: &mut serde_json::Map<String, serde_json::Value>, key: &str) {
-        match self {
-            Cap::Default => {}
-            Cap::Unlimited => {
-                obj.insert(key.to_string(), serde_json::Value::Null);
-            }
-            Cap::Bytes(n) => {
-                obj.insert(key.to_string(), serde_json::Value::from(n));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasm_sandbox_egress::{Egress, NetUsage, SessionProxy};
 
+use crate::bash::BashHost;
 use crate::config::RuntimeConfig;
-use crate::runtime::Runtime;
 use crate::{Error, Result};
 
 static DIRS: AtomicU64 = AtomicU64::new(0);
@@ -130,15 +130,13 @@ pub(crate) struct EgressDir {
 impl EgressDir {
     /// A fresh private directory for one sandbox, or `None` when networking is
     /// off or bash does not run in its sandbox (no proxy can be enforced there).
-    pub(crate) fn create(runtime: &Runtime) -> Result<Option<EgressDir>> {
-        let inner = &runtime.inner;
-        let report = inner.bash.report();
-        if inner.egress.is_none() || !report.available || report.unsandboxed_fallback {
+    pub(crate) fn create(host: &BashHost) -> Result<Option<EgressDir>> {
+        if host.egress().is_none() || !host.sandboxed() {
             return Ok(None);
         }
         use std::os::unix::fs::DirBuilderExt;
-        let dir = runtime
-            .bridge_dir()?
+        let dir = host
+            .socket_dir()?
             .join(format!("net-{}", DIRS.fetch_add(1, Ordering::Relaxed)));
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -155,8 +153,8 @@ impl EgressDir {
     /// Starts the session's proxy in the directory. Without a tokio runtime, or
     /// when the socket cannot be made, the sandbox simply has no proxy (its
     /// connections fail at once): fail closed, logged.
-    pub(crate) fn serve(&mut self, runtime: &Runtime, session_id: &str, narrowing: Option<&str>) {
-        let Some(egress) = &runtime.inner.egress else {
+    pub(crate) fn serve(&mut self, host: &BashHost, session_id: &str, narrowing: Option<&str>) {
+        let Some(egress) = host.egress() else {
             return;
         };
         if tokio::runtime::Handle::try_current().is_err() {

@@ -1,46 +1,28 @@
-//! The file-tools component: host bindings, per-session store state, and
-//! one instance per session.
-//!
-//! # Sandbox
-//!
-//! The component's only authority is its WASI context, built here from
-//! deny-all defaults: the session's preopens, no environment, no
-//! arguments, no network. Path confinement therefore does not rest on the
-//! guest's own checks (which reproduce the reference's error messages):
-//! wasmtime-wasi resolves every path beneath a preopened directory handle
-//! with cap-std, which refuses `..` past the preopen, absolute symlinks and
-//! symlinks that escape, so even a compromised guest cannot name a host
-//! file outside its mounts.
+//! The file-tools room: the component (`guests/file-tools`, embedded at build time),
+//! its host interface (`read-link`), the `InstancePre` every session instantiates, and
+//! one live instance per session. The instance's store and WASI context are built by
+//! [`crate::store`] from the session's mounts (its only authority: see there).
 
+use crate::store::{SessionState, Stores};
+use crate::tool::{GuestBlock, GuestOutcome, Tool, ToolAnswer};
 use crate::{Error, Result};
-use std::path::PathBuf;
 use std::sync::Arc;
-use wasm_sandbox_hostcalls_nn::{WasiNnCtx, WasiNnView};
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasm_sandbox_fs::mounts::MountSet;
+use wasm_sandbox_hostcalls_nn::WasiNnCtx;
+use wasmtime::Store;
+
+/// The file-tools component, built from `guests/file-tools` by `build.rs`.
+pub const FILE_TOOLS_COMPONENT: &[u8] = include_bytes!(env!("FILE_TOOLS_WASM"));
 
 wasmtime::component::bindgen!({
     path: "../../hostcalls/wit",
     world: "tools",
 });
 
-/// The `T` of a session's `Store<T>`.
-pub struct SessionState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    preopens: Arc<Vec<Preopen>>,
-    nn: WasiNnCtx,
-}
-
-impl SessionState {
-    /// The wasi-nn view of this store (models by name, the session's quotas).
-    pub(crate) fn nn_view(&mut self) -> WasiNnView<'_> {
-        WasiNnView::new(&mut self.table, &mut self.nn)
-    }
-}
-
+pub(crate) use self::exports::wasm_sandbox::tools::file_tools as wit;
+/// The file tools' configuration record (the WIT `tool-config`), built once per session by
+/// the host.
+pub(crate) use self::exports::wasm_sandbox::tools::file_tools::ToolConfig;
 use self::wasm_sandbox::tools::host::{Host as ToolsHost, LinkError};
 
 impl ToolsHost for SessionState {
@@ -50,7 +32,7 @@ impl ToolsHost for SessionState {
     /// link's contents without following it. Only the target string is
     /// revealed; the guest still reaches files through the preopens alone.
     fn read_link(&mut self, path: String) -> Result<String, LinkError> {
-        let Some((preopen, rel)) = Preopen::containing(&self.preopens, &path) else {
+        let Some((preopen, rel)) = self.mounts().containing(&path) else {
             return Err(LinkError::NotFound);
         };
         if rel.is_empty() {
@@ -78,15 +60,6 @@ fn link_error(e: &std::io::Error) -> LinkError {
     }
 }
 
-impl WasiView for SessionState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
 /// Adds the file-tools host interface to a linker.
 pub(crate) fn add_to_linker(
     linker: &mut wasmtime::component::Linker<SessionState>,
@@ -97,57 +70,38 @@ pub(crate) fn add_to_linker(
     >(linker, |s| s)
 }
 
-/// A directory mapped into the guest.
-/// How a command run is bounded.
-pub(crate) enum CommandDeadline {
-    /// Trap after this many epoch ticks.
-    Ticks(u64),
-    /// Asked at every epoch tick: `Ok(Continue(1))` to go on, an error to trap.
-    Callback(Box<dyn FnMut() -> wasmtime::Result<wasmtime::UpdateDeadline> + Send + Sync>),
+/// The file-tools component, linked and ready to instantiate per session.
+pub(crate) struct FileTools {
+    pre: ToolsPre<SessionState>,
+    stores: Stores,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-}
-
-impl Preopen {
-    /// The preopen whose guest directory contains the absolute, normalised guest
-    /// `path` (the deepest one when they nest), and the path relative to it (`""`
-    /// for the directory itself).
-    pub fn containing<'a, 'p>(
-        preopens: &'a [Preopen],
-        path: &'p str,
-    ) -> Option<(&'a Preopen, &'p str)> {
-        preopens
-            .iter()
-            .filter_map(|p| {
-                let rest = path.strip_prefix(p.guest.trim_end_matches('/'))?;
-                let rest = if rest.is_empty() {
-                    ""
-                } else {
-                    rest.strip_prefix('/')?
-                };
-                Some((p, rest))
-            })
-            .max_by_key(|(p, _)| p.guest.len())
+impl FileTools {
+    /// Links the compiled component; every session instantiates it into a store of
+    /// `stores`.
+    pub(crate) fn new(
+        linker: &wasmtime::component::Linker<SessionState>,
+        component: &wasmtime::component::Component,
+        stores: Stores,
+    ) -> Result<FileTools> {
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(Error::InvalidComponent)?;
+        let pre = ToolsPre::new(pre).map_err(Error::InvalidComponent)?;
+        Ok(FileTools { pre, stores })
     }
-}
 
-/// Epoch ticks allowed for instantiation (start-up code only).
-const INSTANTIATE_DEADLINE_TICKS: u64 = 1000;
-
-/// What a command component printed and how it exited.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandOutput {
-    /// Exit code (0 on success).
-    pub exit_code: i32,
-    /// Captured stdout (at most 16 MiB).
-    pub stdout: Vec<u8>,
-    /// Captured stderr (at most 16 MiB).
-    pub stderr: Vec<u8>,
+    /// A fresh instance with exactly the session's `mounts` as preopens.
+    pub(crate) fn instantiate(
+        &self,
+        mounts: &Arc<MountSet>,
+        nn: WasiNnCtx,
+    ) -> Result<FileToolsInstance> {
+        let builder = crate::store::wasi_builder(mounts)?;
+        let mut store = self.stores.store(builder, mounts, nn);
+        let bindings = self.pre.instantiate(&mut store).map_err(Error::Other)?;
+        Ok(FileToolsInstance { store, bindings })
+    }
 }
 
 /// A live instance of the component in its own store.
@@ -157,153 +111,56 @@ pub(crate) struct FileToolsInstance {
 }
 
 impl FileToolsInstance {
-    /// Instantiates the precompiled component with the given preopens.
-    pub fn new(
-        engine: &Engine,
-        pre: &ToolsPre<SessionState>,
-        preopens: &Arc<Vec<Preopen>>,
-        memory_bytes: u64,
-        nn: WasiNnCtx,
-    ) -> Result<Self> {
-        let builder = Self::builder(preopens)?;
-        let mut store = Self::store(engine, builder, preopens, memory_bytes, nn);
-        let bindings = pre.instantiate(&mut store).map_err(Error::Other)?;
-        Ok(FileToolsInstance { store, bindings })
-    }
-
-    pub(crate) fn builder(preopens: &[Preopen]) -> Result<wasmtime_wasi::WasiCtxBuilder> {
-        let mut builder = WasiCtx::builder();
-        // The tools run on a blocking thread already; doing file I/O inline
-        // saves a thread hop per WASI call (~100 us per tool call).
-        builder.allow_blocking_current_thread(true);
-        builder
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        for p in preopens {
-            let perms = if p.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&p.host, &p.guest, perms)
-                .map_err(|e| {
-                    Error::Sandbox(format!(
-                        "failed to preopen {} at {}: {e}",
-                        p.host.display(),
-                        p.guest
-                    ))
-                })?;
-        }
-        Ok(builder)
-    }
-
-    fn store(
-        engine: &Engine,
-        mut builder: wasmtime_wasi::WasiCtxBuilder,
-        preopens: &Arc<Vec<Preopen>>,
-        memory_bytes: u64,
-        nn: WasiNnCtx,
-    ) -> Store<SessionState> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
-            .instances(32)
-            .build();
-        let state = SessionState {
-            wasi: builder.build(),
-            table: ResourceTable::new(),
-            limits,
-            preopens: preopens.clone(),
-            nn,
-        };
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
-        // Instantiation runs the guest's start-up code; give it the same
-        // kind of budget as a call (each call sets its own deadline).
-        store.set_epoch_deadline(INSTANTIATE_DEADLINE_TICKS);
-        store.epoch_deadline_trap();
-        store
-    }
-
-    /// Runs a command component in a fresh store with the same preopens.
-    pub fn run_command(
-        runtime: &crate::runtime::RuntimeInner,
-        pre: &wasmtime_wasi::p2::bindings::sync::CommandPre<SessionState>,
-        preopens: &Arc<Vec<Preopen>>,
-        args: &[String],
-        stdin: &[u8],
+    /// Calls the component's `call` export with a deadline in epoch ticks and bridges
+    /// its outcome-tagged result ([`crate::tool::bridge`] words it). A trap (the
+    /// deadline, out of memory, a guest bug) is an error.
+    pub fn call(
+        &mut self,
+        tool: Tool,
+        input: &serde_json::Value,
+        config: &ToolConfig,
         deadline_ticks: u64,
-        nn: WasiNnCtx,
-    ) -> Result<CommandOutput> {
-        use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-        const CAPTURE: usize = 16 << 20;
-        let stdout = MemoryOutputPipe::new(CAPTURE);
-        let stderr = MemoryOutputPipe::new(CAPTURE);
-        let exit_code = Self::run_command_with(
-            runtime,
-            pre,
-            preopens,
-            nn,
-            |builder| {
-                builder.args(args);
-                builder.stdin(MemoryInputPipe::new(stdin.to_vec()));
-                builder.stdout(stdout.clone()).stderr(stderr.clone());
-                Ok(())
-            },
-            CommandDeadline::Ticks(deadline_ticks),
-        )?;
-        Ok(CommandOutput {
-            exit_code,
-            stdout: stdout.contents().to_vec(),
-            stderr: stderr.contents().to_vec(),
-        })
-    }
-
-    /// Runs a command component in a fresh store with `preopens`, after
-    /// `configure` has added arguments, environment, stdio and any extra
-    /// preopen. Returns the exit status; a trap (deadline, out of memory,
-    /// guest bug) is an error.
-    pub fn run_command_with(
-        runtime: &crate::runtime::RuntimeInner,
-        pre: &wasmtime_wasi::p2::bindings::sync::CommandPre<SessionState>,
-        preopens: &Arc<Vec<Preopen>>,
-        nn: WasiNnCtx,
-        configure: impl FnOnce(&mut wasmtime_wasi::WasiCtxBuilder) -> Result<()>,
-        deadline: CommandDeadline,
-    ) -> Result<i32> {
-        let mut builder = Self::builder(preopens)?;
-        configure(&mut builder)?;
-        let memory_bytes = runtime.config.limits.memory_bytes;
-        let mut store = Self::store(&runtime.engine, builder, preopens, memory_bytes, nn);
-        match deadline {
-            CommandDeadline::Ticks(ticks) => {
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
-            }
-            CommandDeadline::Callback(mut check) => {
-                store.set_epoch_deadline(1);
-                store.epoch_deadline_callback(move |_| check());
-            }
-        }
-        let command = pre.instantiate(&mut store).map_err(Error::Other)?;
-        let exit_code = match command.wasi_cli_run().call_run(&mut store) {
-            Ok(Ok(())) => 0,
-            Ok(Err(())) => 1,
-            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => exit.0,
-                None => return Err(Error::Other(e)),
-            },
+    ) -> wasmtime::Result<ToolAnswer> {
+        let wit_tool = match tool {
+            // The caller routes bash elsewhere; answer rather than trap if not.
+            Tool::Bash => return Ok(ToolAnswer::failed(tool.name(), "not a file tool")),
+            Tool::Read => wit::Tool::Read,
+            Tool::Write => wit::Tool::Write,
+            Tool::Edit => wit::Tool::Edit,
+            Tool::Glob => wit::Tool::Glob,
+            Tool::Grep => wit::Tool::Grep,
         };
-        Ok(exit_code)
-    }
-
-    /// Calls the component's `call` export with a deadline in epoch ticks.
-    pub fn call(&mut self, request: &str, deadline_ticks: u64) -> wasmtime::Result<String> {
         self.store.set_epoch_deadline(deadline_ticks);
         self.store.epoch_deadline_trap();
-        self.bindings
-            .wasm_sandbox_tools_file_tools()
-            .call_call(&mut self.store, request)
+        let out = self.bindings.wasm_sandbox_tools_file_tools().call_call(
+            &mut self.store,
+            wit_tool,
+            &input.to_string(),
+            config,
+        )?;
+        let outcome = match out.outcome {
+            wit::Outcome::Ok => GuestOutcome::Ok,
+            wit::Outcome::ToolError => GuestOutcome::ToolError,
+            wit::Outcome::Exception => GuestOutcome::Exception,
+        };
+        let blocks = out
+            .content
+            .into_iter()
+            .map(|b| match b {
+                wit::Block::Text(t) => GuestBlock::Text(t),
+                wit::Block::Json(j) => GuestBlock::Json(j),
+            })
+            .collect();
+        Ok(crate::tool::bridge(tool, outcome, blocks))
+    }
+}
+
+/// A session cap as the WIT `cap` variant: unset is `default` (the guest alone knows the
+/// reference defaults), `unlimited` the reference's `None`.
+pub(crate) fn wit_cap(cap: crate::config::Cap) -> wit::Cap {
+    match cap {
+        crate::config::Cap::Default => wit::Cap::Default,
+        crate::config::Cap::Unlimited => wit::Cap::Unlimited,
+        crate::config::Cap::Bytes(n) => wit::Cap::Bytes(n),
     }
 }

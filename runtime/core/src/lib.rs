@@ -41,31 +41,65 @@
 //! session.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Rooms
+//!
+//! The crate is split by capability. Each room imports only rooms listed before it in
+//! this table (no room imports `session`, and only `session` imports `runtime`), and
+//! [`Runtime`] keeps its state private, offering methods:
+//!
+//! | room | holds |
+//! |---|---|
+//! | `config`, `tool`, `usage` | configuration; tool calls and results; usage counters |
+//! | `engine` (+ `cache`, `compile`) | the wasmtime engine, its epoch ticker and deadlines; the on-disk compile cache; the bounded compiler helper |
+//! | `store` | a guest's `Store` and WASI context, built from the session's [`MountSet`] |
+//! | `file_tools` | the file-tools component: host interface, `InstancePre`, one instance per session |
+//! | `commands` | `wasi:cli/command` components: compile once per content, cache, run |
+//! | `bash` | what the bash sandboxes share: the probed sandbox, the socket directory, the egress policy |
+//! | `wasm_run`, `egress` | per sandbox: the `wasm-run` bridge; the egress directory and proxy |
+//! | `sandbox` | one bash sandbox with its bridge and egress directory; the one `BashSessionSpec` builder |
+//! | `pool` | sandboxes started ahead of demand |
+//! | `disk` | a session's capped filesystem |
+//! | `runtime` | the [`Runtime`] handle: builds the rooms before it once, keeps them private |
+//! | `session` | one [`Session`] (and [`Runtime::session`]): `Session::new` calls the rooms; tool calls |
 #![deny(missing_docs)]
 
+mod bash;
 mod cache;
+mod commands;
 mod compile;
 mod config;
+mod disk;
 mod egress;
+mod engine;
 mod file_tools;
+mod pool;
 mod runtime;
+mod sandbox;
 mod session;
+mod store;
 mod tool;
 pub mod usage;
 mod wasm_run;
 
+pub use commands::{CommandComponent, CommandOutput};
 pub use compile::{COMPILER_NAME, compiler_main, run_as_compiler_if_invoked};
 pub use config::{
     CacheDir, Cap, EngineConfig, LimitsConfig, PoolConfig, RuntimeConfig, WasmRunConfig,
     default_cache_dir,
 };
 pub use egress::check_networking;
-pub use file_tools::{CommandOutput, SessionState};
-pub use runtime::{CommandComponent, FILE_TOOLS_COMPONENT, Runtime};
-pub use session::{
-    MEMORY_GUEST_PARENT, MemoryMount, OUTPUTS_GUEST, Session, SessionSpec, WORKSPACE_GUEST,
+pub use file_tools::FILE_TOOLS_COMPONENT;
+pub use runtime::Runtime;
+pub use session::{Session, SessionSpec};
+pub use store::SessionState;
+pub use tool::{CallOutcome, ERROR_TEXT_CAP, NO_OUTPUT, Tool, ToolAnswer, ToolCall, ToolResult};
+/// The mount vocabulary of `wasm-sandbox-fs`, re-exported for embedders building a
+/// [`SessionSpec`] (memory stores are [`Mount::memory_store`]s).
+pub use wasm_sandbox_fs::{
+    guest_path::MemoryMountPath,
+    mounts::{Access, GuestPath, Mount, MountSet},
 };
-pub use tool::{FILE_TOOLS, SANDBOX_TOOLS, ToolCall, ToolResult};
 pub use {wasmtime, wasmtime_wasi};
 
 /// Errors an embedder may want to branch on.

@@ -1,40 +1,22 @@
 //! One session's sandbox: its directories, its file-tools instance and its
 //! bash shell.
 
+use crate::commands::{CommandComponent, CommandOutput};
 use crate::config::Cap;
-use crate::file_tools::{CommandOutput, FileToolsInstance, Preopen};
-use crate::runtime::CommandComponent;
+use crate::disk::{DiskSpec, explain_disk_full, mount_disk};
+use crate::file_tools::{FileToolsInstance, ToolConfig, wit_cap};
 use crate::runtime::Runtime;
-use crate::tool::{FILE_TOOLS, ToolCall, ToolResult};
+use crate::sandbox::Sandbox;
+use crate::tool::{Tool, ToolAnswer, ToolCall, ToolResult};
 use crate::wasm_run::{Bridge, RunContext};
 use crate::{Error, Result};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use wasm_sandbox_fs::mounts::{Mount, MountSet, OUTPUTS, WORKSPACE};
 use wasm_sandbox_hostcalls_nn::NnSession;
-use wasm_sandbox_native::{BashSession, BashSessionSpec, StoreMount};
-
-/// Guest path of the session workspace (the tools' working directory).
-pub const WORKSPACE_GUEST: &str = "/workspace";
-/// Guest path of the session outputs directory.
-pub const OUTPUTS_GUEST: &str = "/mnt/session/outputs";
-/// Parent of memory-store mounts.
-pub const MEMORY_GUEST_PARENT: &str = "/mnt/memory/";
-
-/// A memory store mounted into the session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryMount {
-    /// Guest path below `/mnt/memory/` in the canonical form of
-    /// [`wasm_sandbox_fs::guest_path::MemoryMountPath`] (nested paths allowed; stores may not
-    /// overlap).
-    pub guest_path: String,
-    /// Host directory holding the store's files.
-    pub host_path: PathBuf,
-    /// Whether the store is read-only (write/edit refuse it; bash cannot
-    /// write it either).
-    pub read_only: bool,
-}
+use wasm_sandbox_native::BashSession;
 
 /// What one session's sandbox looks like.
 ///
@@ -52,8 +34,10 @@ pub struct SessionSpec {
     pub workspace: Option<PathBuf>,
     /// Host directory mounted at `/mnt/session/outputs`.
     pub outputs: Option<PathBuf>,
-    /// Memory stores.
-    pub memory_stores: Vec<MemoryMount>,
+    /// Memory stores: [`Mount`]s made by [`Mount::memory_store`]. Checked together with
+    /// `/workspace` and `/mnt/session/outputs` as one [`MountSet`] (a store at or inside
+    /// another is refused).
+    pub memory_stores: Vec<Mount>,
     /// bash environment, used verbatim (like the reference's
     /// `AgentToolContext.env`); `None` = the worker's allow-listed env.
     pub env: Option<BTreeMap<String, String>>,
@@ -78,6 +62,20 @@ impl SessionSpec {
             root: root.into(),
             ..Default::default()
         }
+    }
+}
+
+impl Runtime {
+    /// Creates a fresh sandbox for one session (see [`SessionSpec`]).
+    ///
+    /// # Sandbox
+    ///
+    /// The session's component gets exactly these preopens and nothing else:
+    /// `/workspace` and `/mnt/session/outputs` read-write, and each memory
+    /// store at its `/mnt/memory/<name>` path, read-only or read-write as
+    /// configured. No environment, no arguments, no sockets, no name lookup.
+    pub fn session(&self, spec: SessionSpec) -> Result<Session> {
+        Session::new(self.clone(), spec)
     }
 }
 
@@ -106,8 +104,9 @@ pub struct Session {
     workspace: PathBuf,
     outputs: PathBuf,
     runtime: Runtime,
-    preopens: Arc<Vec<Preopen>>,
-    tool_config: Arc<str>,
+    preopens: Arc<MountSet>,
+    /// The file tools' configuration (the WIT `tool-config` record).
+    tool_config: Arc<ToolConfig>,
     /// The session's wasi-nn state (quotas count per session, not per store).
     nn: Arc<NnSession>,
     /// The file-tools instance; `None` after a trap until the next call
@@ -158,9 +157,19 @@ impl Session {
             .outputs
             .clone()
             .unwrap_or_else(|| spec.root.join("outputs"));
+        let mounts = Arc::new(mount_set(&workspace, &outputs, &spec.memory_stores)?);
         // `[runtime.shape] disk`: workspace and outputs on one capped filesystem,
         // mounted before anything is created in them (see wasm_sandbox_native::disk).
-        let disk = mount_disk(&runtime, &spec)?;
+        let disk = mount_disk(
+            &runtime.config().shape,
+            runtime.sandbox_report(),
+            &DiskSpec {
+                session_id: &spec.session_id,
+                root: &spec.root,
+                custom_dirs: spec.workspace.is_some() || spec.outputs.is_some(),
+                memory_stores: &spec.memory_stores,
+            },
+        )?;
         // A sandbox started ahead of demand serves sessions that look like the
         // one it was started for: no stores, the default env, the default layout.
         // A disk-capped session starts its own: a pooled sandbox's directories
@@ -171,18 +180,9 @@ impl Session {
             && spec.outputs.is_none()
             && disk.is_none();
         let pooled = if poolable {
-            let taken = runtime.take_pooled().and_then(|p| {
-                match adopt_dirs(&p.dir, &spec.root, &workspace, &outputs) {
-                    Ok(()) => Some(p),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not adopt a pooled sandbox; starting a fresh one");
-                        let dir = p.dir.clone();
-                        drop(p);
-                        let _ = wasm_sandbox_fs::tree::remove_tree(&dir);
-                        None
-                    }
-                }
-            });
+            let taken = runtime
+                .take_pooled()
+                .and_then(|p| p.adopt_dirs(&spec.root, &workspace, &outputs));
             runtime.fill_pool();
             taken
         } else {
@@ -191,94 +191,41 @@ impl Session {
         for dir in [&workspace, &outputs] {
             std::fs::create_dir_all(dir).map_err(Error::Io)?;
         }
-        let mut preopens = vec![
-            Preopen {
-                host: workspace.clone(),
-                guest: WORKSPACE_GUEST.into(),
-                read_only: false,
-            },
-            Preopen {
-                host: outputs.clone(),
-                guest: OUTPUTS_GUEST.into(),
-                read_only: false,
-            },
-        ];
-        validate_memory_path(&spec.memory_stores)?;
-        for m in &spec.memory_stores {
-            preopens.push(Preopen {
-                host: m.host_path.clone(),
-                guest: m.guest_path.clone(),
-                read_only: m.read_only,
-            });
-        }
-        let tool_config = tool_config_json(&spec);
-        let bash_spec = BashSessionSpec {
-            session_id: spec.session_id.clone(),
-            workspace: workspace.clone(),
-            outputs: outputs.clone(),
-            memory_stores: spec
-                .memory_stores
-                .iter()
-                .map(|m| StoreMount {
-                    guest_path: m.guest_path.clone(),
-                    host_path: m.host_path.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
-            env: spec.env.clone(),
-            wasm_run_socket: None,
-            egress_dir: None,
-        };
-        let (bash, bridge, mut egress) = match pooled {
-            Some(p) => {
-                let mut bash = p.bash;
-                bash.adopt(BashSessionSpec {
-                    wasm_run_socket: p.bridge.as_ref().map(|b| b.socket().to_path_buf()),
-                    egress_dir: p.egress.as_ref().map(|e| e.path().to_path_buf()),
-                    ..bash_spec
-                });
-                (bash, p.bridge, p.egress)
+        let tool_config = tool_config(&spec);
+        let mut sandbox = match pooled {
+            Some(mut sandbox) => {
+                sandbox.adopt(&spec.session_id, &mounts, spec.env.clone());
+                sandbox
             }
-            None => {
-                let bridge = Bridge::bind(&runtime)?;
-                let egress = crate::egress::EgressDir::create(&runtime)?;
-                let bash_spec = BashSessionSpec {
-                    wasm_run_socket: bridge.as_ref().map(|b| b.socket().to_path_buf()),
-                    egress_dir: egress.as_ref().map(|e| e.path().to_path_buf()),
-                    ..bash_spec
-                };
-                (
-                    BashSession::new(runtime.inner.bash.clone(), bash_spec),
-                    bridge,
-                    egress,
-                )
-            }
+            None => Sandbox::new(
+                runtime.bash_host(),
+                &spec.session_id,
+                &mounts,
+                spec.env.clone(),
+            )?,
         };
-        if let Some(e) = egress.as_mut() {
+        if let Some(e) = sandbox.egress.as_mut() {
             e.serve(
-                &runtime,
+                runtime.bash_host(),
                 &spec.session_id,
                 spec.network_allowed_hosts.as_deref(),
             );
         }
-        let preopens = Arc::new(preopens);
-        let inner = &runtime.inner;
-        let nn = Arc::new(inner.nn.session());
-        let instance = FileToolsInstance::new(
-            &inner.engine,
-            &inner.tools_pre,
-            &preopens,
-            inner.config.limits.memory_bytes,
-            nn.ctx(),
-        )?;
+        let Sandbox {
+            bash,
+            bridge,
+            egress,
+        } = sandbox;
+        let nn = Arc::new(runtime.nn().session());
+        let instance = runtime.file_tools().instantiate(&mounts, nn.ctx())?;
         Ok(Session {
             id: spec.session_id,
             workspace,
             outputs,
             runtime,
-            preopens,
+            preopens: mounts,
             nn,
-            tool_config: tool_config.into(),
+            tool_config: Arc::new(tool_config),
             files: Arc::new(Mutex::new(Some(instance))),
             files_busy: Arc::default(),
             closing: tokio::sync::watch::Sender::new(false),
@@ -333,60 +280,66 @@ impl Session {
             .and_then(crate::egress::EgressDir::usage)
     }
 
-    /// Runs one sandbox tool call and returns the result to post.
+    /// Runs one sandbox tool call and returns the result to post: a convenience over
+    /// [`Session::call`] for embedders and tests.
     ///
-    /// Returns `None` for a tool that is not one of
-    /// [`SANDBOX_TOOLS`](crate::SANDBOX_TOOLS): the reference posts nothing
-    /// for those, leaving them to whichever client owns them.
+    /// Returns `None` for a tool that is not one of the sandbox's ([`Tool::from_name`]):
+    /// the reference posts nothing for those, leaving them to whichever client owns them.
     pub async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
-        if !FILE_TOOLS.contains(&call.name.as_str()) && call.name != "bash" {
-            return None;
-        }
-        // Closing cancels the call: it must not wait for a call that may never end.
-        let mut closing = self.closing.subscribe();
-        let result = tokio::select! {
-            result = self.call_tool_serial(call) => result,
-            _ = closing.wait_for(|closed| *closed) => Some(ToolResult::error(format!(
-                "tool '{}' failed: the session was closed",
-                call.name
-            ))),
-        };
-        // The disk peak is sampled after every call (a statvfs).
-        let mut result = result;
-        if let Some(d) = &self.disk {
-            let _ = d.used_bytes();
-            if let Some(r) = result.as_mut() {
-                explain_disk_full(d, call, r);
-            }
-        }
-        result
+        let tool = call.tool()?;
+        Some(self.call(tool, &call.input).await.result)
     }
 
-    async fn call_tool_serial(&self, call: &ToolCall) -> Option<ToolResult> {
+    /// Runs one call of a sandbox tool and answers it, tagged with how it ended.
+    ///
+    /// The session owns the call's deadline (`[runtime.limits] tool_timeout`): a call past
+    /// it is answered [`ToolAnswer::timed_out`] ([`CallOutcome::TimedOut`](crate::CallOutcome)).
+    /// Calls are serialised, as the reference's single dispatch loop does.
+    ///
+    /// The deadline starts once the call holds the session's call lock (and, for bash, the
+    /// bash lock), not when it is queued: time spent waiting behind an earlier call or a
+    /// slow bash sandbox start ([`Session::prestart_bash`] holds the bash lock) is not
+    /// counted. Such a wait is bounded only by the caller's own backstop (the worker's
+    /// `RunnerConfig::backstop`).
+    pub async fn call(&self, tool: Tool, input: &Value) -> ToolAnswer {
+        // Closing cancels the call: it must not wait for a call that may never end.
+        let mut closing = self.closing.subscribe();
+        let mut answer = tokio::select! {
+            answer = self.call_serial(tool, input) => answer,
+            _ = closing.wait_for(|closed| *closed) => {
+                ToolAnswer::failed(tool.name(), "the session was closed")
+            }
+        };
+        // The disk peak is sampled after every call (a statvfs).
+        if let Some(d) = &self.disk {
+            let _ = d.used_bytes();
+            explain_disk_full(d, tool, input, &mut answer.result);
+        }
+        answer
+    }
+
+    async fn call_serial(&self, tool: Tool, input: &Value) -> ToolAnswer {
         let _serial = self.call_lock.lock().await;
         // Counted from here (the call holds the session) to its answer or cancellation.
-        self.account.count_call(&call.name);
+        self.account.count_call(tool.name());
         let _active = self.account.active();
-        if FILE_TOOLS.contains(&call.name.as_str()) {
-            return Some(self.call_file_tool(call).await);
-        }
-        if call.name != "bash" {
-            return None;
+        if tool.is_file_tool() {
+            return self.call_file_tool(tool, input).await;
         }
         self.start_bridge();
         let mut bash = self.bash.lock().await;
         // The reference's outer deadline (150 s) also bounds bash, whose own
         // default timeout (120 s) is kept below it so its cleanup fires first.
         // Cancelling the call leaves the shell dead until `restart`, as in the
-        // reference.
+        // reference. The deadline starts here, after both the call lock and the
+        // bash lock are held: a call queued behind a slow bash start is bounded
+        // by the worker's backstop, not by this deadline.
         let deadline =
-            std::time::Duration::from_millis(self.runtime.inner.config.limits.tool_timeout_ms);
-        Some(
-            match tokio::time::timeout(deadline, bash.call(&call.input)).await {
-                Ok(out) => ToolResult::text(out.text, out.is_error),
-                Err(_) => ToolResult::error("tool 'bash' timed out"),
-            },
-        )
+            std::time::Duration::from_millis(self.runtime.config().limits.tool_timeout_ms);
+        match tokio::time::timeout(deadline, bash.call(input)).await {
+            Ok(out) => ToolAnswer::ran(ToolResult::text(out.text, out.is_error)),
+            Err(_) => ToolAnswer::timed_out(tool.name()),
+        }
     }
 
     /// Starts the session's shell now, so the first bash call does not pay
@@ -407,7 +360,7 @@ impl Session {
     fn start_bridge(&self) {
         if let Some(bridge) = &self.bridge {
             bridge.start(|| RunContext {
-                runtime: self.runtime.clone(),
+                commands: self.runtime.commands().clone(),
                 preopens: self.preopens.clone(),
                 nn: self.nn.clone(),
                 session_id: self.id.clone(),
@@ -422,39 +375,39 @@ impl Session {
         self.bash.lock().await.sandbox_processes()
     }
 
-    async fn call_file_tool(&self, call: &ToolCall) -> ToolResult {
+    async fn call_file_tool(&self, tool: Tool, input: &Value) -> ToolAnswer {
         use std::sync::atomic::Ordering;
         // A call still stuck on its blocking thread keeps the flag: answer now
         // rather than park a second thread behind it.
         if self.files_busy.swap(true, Ordering::AcqRel) {
-            return still_running(&call.name);
+            return still_running(tool);
         }
         let busy = BusyGuard(self.files_busy.clone());
-        let request = request_json(&call.name, &call.input, &self.tool_config);
+        let input = input.clone();
+        let config = self.tool_config.clone();
         let files = self.files.clone();
         let preopens = self.preopens.clone();
         let runtime = self.runtime.clone();
         let nn = self.nn.clone();
-        let name = call.name.clone();
         let account = self.account.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _busy = busy;
             account.measure(crate::usage::CpuKind::Tools, || {
-                run_blocking(&runtime, &files, &preopens, &nn, &name, &request)
+                run_blocking(&runtime, &files, &preopens, &nn, tool, &input, &config)
             })
         });
         // The epoch deadline interrupts guest code, not a host call the guest
         // is blocked in; this outer deadline (one tick later) covers that too.
-        let limits = &self.runtime.inner.config;
+        let limits = self.runtime.config();
         let outer = std::time::Duration::from_millis(
             limits.limits.tool_timeout_ms + 2 * limits.engine.epoch_tick_ms,
         );
         match tokio::time::timeout(outer, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => ToolResult::error(format!("tool '{}' failed: {e}", call.name)),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => ToolAnswer::failed(tool.name(), e),
             Err(_) => {
-                tracing::error!(session_id = %self.id, tool = %call.name, "file tool blocked past its deadline");
-                ToolResult::error(format!("tool '{}' timed out", call.name))
+                tracing::error!(session_id = %self.id, tool = %tool, "file tool blocked past its deadline");
+                ToolAnswer::timed_out(tool.name())
             }
         }
     }
@@ -463,13 +416,11 @@ impl Session {
     /// an async runtime, and benchmarks). Not serialised with
     /// [`Session::call_tool`] beyond the instance lock: while another call holds
     /// the instance this one is answered `a previous call is still running`.
+    /// `None` for a call that is not a file tool.
     pub fn call_file_tool_blocking(&self, call: &ToolCall) -> Option<ToolResult> {
-        if !FILE_TOOLS.contains(&call.name.as_str()) {
-            return None;
-        }
-        let request = request_json(&call.name, &call.input, &self.tool_config);
+        let tool = call.tool().filter(|t| t.is_file_tool())?;
         // Metered like `call_tool`: the call, its wall time and its thread's CPU.
-        self.account.count_call(&call.name);
+        self.account.count_call(tool.name());
         let _active = self.account.active();
         Some(self.account.measure(crate::usage::CpuKind::Tools, || {
             run_blocking(
@@ -477,9 +428,11 @@ impl Session {
                 &self.files,
                 &self.preopens,
                 &self.nn,
-                &call.name,
-                &request,
+                tool,
+                &call.input,
+                &self.tool_config,
             )
+            .result
         }))
     }
 
@@ -499,15 +452,13 @@ impl Session {
         args: &[String],
         stdin: &[u8],
     ) -> Result<CommandOutput> {
-        let inner = &self.runtime.inner;
         self.account.measure(crate::usage::CpuKind::Run, || {
-            FileToolsInstance::run_command(
-                inner,
-                &command.pre,
+            self.runtime.commands().run(
+                command,
                 &self.preopens,
                 args,
                 stdin,
-                deadline_ticks(&self.runtime),
+                self.runtime.deadline_ticks(),
                 self.nn.ctx(),
             )
         })
@@ -560,242 +511,81 @@ impl Drop for BusyGuard {
     }
 }
 
-fn still_running(name: &str) -> ToolResult {
-    ToolResult::error(format!(
-        "tool '{name}' failed: a previous call is still running"
-    ))
+fn still_running(tool: Tool) -> ToolAnswer {
+    ToolAnswer::failed(tool.name(), "a previous call is still running")
 }
 
 fn run_blocking(
     runtime: &Runtime,
     files: &Mutex<Option<FileToolsInstance>>,
-    preopens: &Arc<Vec<Preopen>>,
+    preopens: &Arc<MountSet>,
     nn: &NnSession,
-    name: &str,
-    request: &str,
-) -> ToolResult {
-    let inner = &runtime.inner;
+    tool: Tool,
+    input: &Value,
+    config: &ToolConfig,
+) -> ToolAnswer {
+    let name = tool.name();
     let mut guard = match files.try_lock() {
         Ok(g) => g,
-        Err(std::sync::TryLockError::WouldBlock) => return still_running(name),
+        Err(std::sync::TryLockError::WouldBlock) => return still_running(tool),
         Err(std::sync::TryLockError::Poisoned(_)) => {
-            return ToolResult::error(format!("tool '{name}' failed: session state poisoned"));
+            return ToolAnswer::failed(name, "session state poisoned");
         }
     };
     if guard.is_none() {
-        match FileToolsInstance::new(
-            &inner.engine,
-            &inner.tools_pre,
-            preopens,
-            inner.config.limits.memory_bytes,
-            nn.ctx(),
-        ) {
+        match runtime.file_tools().instantiate(preopens, nn.ctx()) {
             Ok(i) => *guard = Some(i),
-            Err(e) => return ToolResult::error(format!("tool '{name}' failed: {e}")),
+            Err(e) => return ToolAnswer::failed(name, e),
         }
     }
     let Some(instance) = guard.as_mut() else {
-        return ToolResult::error(format!("tool '{name}' failed: no instance"));
+        return ToolAnswer::failed(name, "no instance");
     };
-    match instance.call(request, deadline_ticks(runtime)) {
-        Ok(json) => serde_json::from_str::<ToolResult>(&json).unwrap_or_else(|e| {
-            ToolResult::error(format!("tool '{name}' failed: malformed result: {e}"))
-        }),
+    match instance.call(tool, input, config, runtime.deadline_ticks()) {
+        Ok(answer) => answer,
         Err(err) => {
             // A trapped instance may hold inconsistent state: replace it on
             // the next call.
             *guard = None;
             match err.downcast_ref::<wasmtime::Trap>() {
-                Some(wasmtime::Trap::Interrupt) => {
-                    ToolResult::error(format!("tool '{name}' timed out"))
-                }
+                Some(wasmtime::Trap::Interrupt) => ToolAnswer::timed_out(name),
                 _ => {
                     tracing::warn!(tool = name, error = %crate::wasm_run::Escaped(&format!("{err:#}")),
                         "file-tools component trapped");
-                    ToolResult::error(format!("tool '{name}' failed: {err}"))
+                    ToolAnswer::failed(name, err)
                 }
             }
         }
     }
 }
 
-/// The file tools' guest reports a failed stream write as `input/output error` (WASI
-/// streams carry no errno). When a `write`/`edit` fails so on a session disk that has
-/// less room than the call needed, the cause is the disk cap: say so, and how to get
-/// room back.
-fn explain_disk_full(
-    disk: &wasm_sandbox_native::disk::DiskCap,
-    call: &ToolCall,
-    r: &mut ToolResult,
-) {
-    if !r.is_error || !matches!(call.name.as_str(), "write" | "edit") {
-        return;
-    }
-    let needed: u64 = ["content", "new_string"]
-        .iter()
-        .filter_map(|k| call.input.get(*k).and_then(Value::as_str))
-        .map(|s| s.len() as u64)
-        .sum::<u64>()
-        + (1 << 20);
-    if disk.free_bytes().is_none_or(|free| free >= needed) {
-        return;
-    }
-    let cap = disk
-        .size_bytes()
-        .map(wasm_sandbox_units::format_size)
-        .unwrap_or_default();
-    for block in &mut r.content {
-        if let Some(text) = block.get("text").and_then(Value::as_str)
-            && text.contains("input/output error")
-        {
-            let text = text.replace(
-                "input/output error",
-                &format!(
-                    "No space left on device (the session's disk is full: {cap} cap for \
-                     /workspace and /mnt/session/outputs together; delete files to make room)"
-                ),
-            );
-            block["text"] = Value::String(text);
-        }
-    }
-}
-
-/// Mounts the session's capped filesystem when `[runtime.shape] disk` is set and the
-/// host can (the probe at start-up said so). The default layout only (`<root>/workspace`,
-/// `<root>/outputs`): an embedder's own directories are left as they are. A mount that
-/// fails fails the session under `enforce = "required"` and is logged otherwise.
-fn mount_disk(
-    runtime: &Runtime,
-    spec: &SessionSpec,
-) -> Result<Option<wasm_sandbox_native::disk::DiskCap>> {
-    let shape = &runtime.inner.config.shape;
-    let Some(bytes) = shape.disk_bytes else {
-        return Ok(None);
-    };
-    let required = shape.enforce == wasm_sandbox_native::Enforce::Required;
-    if runtime.inner.bash.report().disk_limit != wasm_sandbox_native::LimitMechanism::Filesystem {
-        // Under `required` the runtime refused to start already.
-        return Ok(None);
-    }
-    if spec.workspace.is_some() || spec.outputs.is_some() {
-        // The cap covers the default layout only; an embedder's directories (`replay
-        // --workspace`) stay on their own filesystem, which `required` cannot accept.
-        if required {
-            return Err(Error::Config(
-                "[runtime.shape] disk is set with enforce = \"required\", but the session \
-                 uses its own workspace/outputs directories, which the disk cap cannot cover; \
-                 drop the custom directories or use enforce = \"best-effort\""
-                    .into(),
-            ));
-        }
-        tracing::warn!(session_id = %spec.session_id,
-            "custom workspace/outputs directories: the session runs without the disk cap");
-        return Ok(None);
-    }
-    std::fs::create_dir_all(&spec.root).map_err(Error::Io)?;
-    // Writable memory stores the worker downloaded below the root go onto the cap too
-    // (`DiskCap::adopt`): bash binds them writable, so outside the cap they would let a
-    // session fill the host disk. Read-only ones stay where they are (the session cannot
-    // grow them; the download limits bound them).
-    match wasm_sandbox_native::disk::DiskCap::mount(&spec.root, bytes, shape.disk_inodes) {
-        Ok(mut d) => {
-            // Host overcommit (sparse images: see `wasm_sandbox_native::disk`).
-            if let Some(why) = d.overcommit() {
-                if required {
-                    return Err(Error::Config(format!(
-                        "refusing the session under [runtime.shape] enforce = \"required\": {why}"
-                    )));
-                }
-                tracing::warn!(session_id = %spec.session_id, problem = %why,
-                    "session disk cap overcommits the host volume (enforce = \"best-effort\")");
-            }
-            for m in spec.memory_stores.iter().filter(|m| !m.read_only) {
-                match d.adopt(&m.host_path) {
-                    Ok(()) => {}
-                    Err(e) if required => {
-                        return Err(Error::Config(format!(
-                            "cannot put memory store {} on the session's disk cap: {e}",
-                            m.guest_path
-                        )));
-                    }
-                    Err(e) => tracing::warn!(session_id = %spec.session_id, error = %e,
-                        "memory store left off the session's disk cap"),
-                }
-            }
-            Ok(Some(d))
-        }
-        Err(e) if required => Err(Error::Config(format!(
-            "cannot mount the session's disk cap: {e}"
-        ))),
-        Err(e) => {
-            tracing::warn!(session_id = %spec.session_id, error = %e,
-                "cannot mount the session's disk cap; the session runs without it");
-            Ok(None)
-        }
-    }
-}
-
-/// Moves a pooled sandbox's directories to the session's paths (same
-/// filesystem: `rename`, so the running sandbox's mounts follow them).
-fn adopt_dirs(
-    pool_dir: &Path,
-    root: &Path,
-    workspace: &Path,
-    outputs: &Path,
-) -> std::io::Result<()> {
-    for dir in [workspace, outputs] {
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
-    std::fs::create_dir_all(root)?;
-    std::fs::rename(pool_dir.join("workspace"), workspace)?;
-    std::fs::rename(pool_dir.join("outputs"), outputs)?;
-    std::fs::remove_dir(pool_dir)
-}
-
-fn deadline_ticks(runtime: &Runtime) -> u64 {
-    let config = &runtime.inner.config;
-    config
-        .limits
-        .tool_timeout_ms
-        .div_ceil(config.engine.epoch_tick_ms.max(1))
-        .max(1)
-}
-
-fn request_json(name: &str, input: &Value, config: &str) -> String {
-    let name = Value::from(name);
-    format!(r#"{{"name":{name},"input":{input},"config":{config}}}"#)
-}
-
-fn tool_config_json(spec: &SessionSpec) -> String {
-    let mut allowed = vec![Value::from(OUTPUTS_GUEST)];
-    let mut read_only = Vec::new();
+/// The file tools' `tool-config` record for this session: its roots, read-only roots and caps.
+fn tool_config(spec: &SessionSpec) -> ToolConfig {
+    let mut allowed_roots = vec![OUTPUTS.to_owned()];
+    let mut read_only_roots = Vec::new();
     for m in &spec.memory_stores {
-        allowed.push(Value::from(m.guest_path.clone()));
-        if m.read_only {
-            read_only.push(Value::from(m.guest_path.clone()));
+        allowed_roots.push(m.guest.as_str().to_owned());
+        if m.read_only() {
+            read_only_roots.push(m.guest.as_str().to_owned());
         }
     }
-    let mut obj = Map::new();
-    obj.insert("workdir".into(), json!(WORKSPACE_GUEST));
-    obj.insert("allowed_roots".into(), Value::Array(allowed));
-    obj.insert("read_only_roots".into(), Value::Array(read_only));
-    spec.max_file_bytes.write_to(&mut obj, "max_file_bytes");
-    spec.max_image_base64_bytes
-        .write_to(&mut obj, "max_image_base64_bytes");
-    spec.max_pdf_bytes.write_to(&mut obj, "max_pdf_bytes");
-    Value::Object(obj).to_string()
+    ToolConfig {
+        workdir: WORKSPACE.to_owned(),
+        allowed_roots,
+        read_only_roots,
+        max_file_bytes: wit_cap(spec.max_file_bytes),
+        max_image_base64_bytes: wit_cap(spec.max_image_base64_bytes),
+        max_pdf_bytes: wit_cap(spec.max_pdf_bytes),
+    }
 }
 
-/// Memory stores' guest paths must follow the one mount-path rule
-/// ([`wasm_sandbox_fs::guest_path`]): canonical, strictly below `/mnt/memory/` (nested
-/// allowed), no `..`, and no store at or inside another. Anything else could shadow
-/// `/workspace` or another mount in the file tools' preopens, or make the preopen lookup
-/// ambiguous; the worker resolves paths with the same rule, so what it sends always passes.
-fn validate_memory_path(stores: &[MemoryMount]) -> Result<()> {
-    wasm_sandbox_fs::guest_path::check_mounts(stores.iter().map(|m| m.guest_path.as_str()))
-        .map(drop)
+/// The session's mounts, checked once as a whole (`wasm_sandbox_fs::mounts`): memory
+/// stores at canonical paths below `/mnt/memory/`, none at or inside another. Anything
+/// else could shadow `/workspace` or another mount in the file tools' preopens, or make
+/// the preopen lookup ambiguous; the worker resolves paths with the same rule, so what it
+/// sends always passes.
+fn mount_set(workspace: &Path, outputs: &Path, stores: &[Mount]) -> Result<MountSet> {
+    MountSet::session(workspace, outputs, stores.iter().cloned())
         .map_err(|e| Error::Config(e.to_string()))
 }
 
@@ -803,60 +593,52 @@ fn validate_memory_path(stores: &[MemoryMount]) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn store(path: &str, read_only: bool) -> Mount {
+        Mount::memory_store(
+            wasm_sandbox_fs::guest_path::MemoryMountPath::parse(path).unwrap(),
+            "/h",
+            wasm_sandbox_fs::mounts::Access::from_read_only(read_only),
+        )
+    }
+
+    /// Overlapping stores (or a second `/workspace`) are refused as a configuration error,
+    /// in the shared rule's words.
     #[test]
-    fn memory_paths() {
-        let mounts = |paths: &[&str]| -> Vec<MemoryMount> {
-            paths
-                .iter()
-                .map(|p| MemoryMount {
-                    guest_path: (*p).to_owned(),
-                    host_path: "/nonexistent".into(),
-                    read_only: false,
-                })
-                .collect()
-        };
-        let check = |paths: &[&str]| validate_memory_path(&mounts(paths));
-        assert!(check(&["/mnt/memory/notes"]).is_ok());
-        assert!(check(&["/mnt/memory/a/b", "/mnt/memory/a/c"]).is_ok());
-        for bad in [
-            "/mnt/memory/",
-            "/mnt/memory/../x",
-            "/workspace",
-            "mnt/memory/x",
-            "/mnt/memory/a//b",
-            "/mnt/memory/.",
-            "/mnt/memoryx/a",
-        ] {
-            assert!(check(&[bad]).is_err(), "{bad}");
-        }
-        let err = check(&["/mnt/memory/a", "/mnt/memory/a/b"]).unwrap_err();
+    fn memory_stores_are_checked_as_one_set() {
+        let (w, o) = (Path::new("/w"), Path::new("/o"));
+        let ok = [
+            store("/mnt/memory/a/b", false),
+            store("/mnt/memory/a/c", true),
+        ];
+        assert_eq!(mount_set(w, o, &ok).unwrap().all().len(), 4);
+        let err = mount_set(
+            w,
+            o,
+            &[
+                store("/mnt/memory/a", false),
+                store("/mnt/memory/a/b", true),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
         assert!(err.to_string().contains("overlap"), "{err}");
-        // The same words as every other layer (the shared rule's message).
-        let err = check(&["/etc/x"]).unwrap_err().to_string();
-        let shared = wasm_sandbox_fs::guest_path::MemoryMountPath::parse("/etc/x")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&shared), "{err}");
+        let err = mount_set(w, o, &[Mount::workspace("/x")]).unwrap_err();
+        assert!(err.to_string().contains("exactly one /workspace"), "{err}");
     }
 
     #[test]
-    fn config_json_caps() {
+    fn tool_config_caps() {
+        use crate::file_tools::wit::Cap as WitCap;
         let mut spec = SessionSpec::new("s", "/tmp/x");
         spec.max_file_bytes = Cap::Unlimited;
         spec.max_pdf_bytes = Cap::Bytes(10);
-        spec.memory_stores.push(MemoryMount {
-            guest_path: "/mnt/memory/n".into(),
-            host_path: "/h".into(),
-            read_only: true,
-        });
-        let v: Value = serde_json::from_str(&tool_config_json(&spec)).unwrap();
-        assert_eq!(v["max_file_bytes"], Value::Null);
-        assert_eq!(v["max_pdf_bytes"], 10);
-        assert!(v.get("max_image_base64_bytes").is_none());
-        assert_eq!(
-            v["allowed_roots"],
-            json!(["/mnt/session/outputs", "/mnt/memory/n"])
-        );
-        assert_eq!(v["read_only_roots"], json!(["/mnt/memory/n"]));
+        spec.memory_stores.push(store("/mnt/memory/n", true));
+        let c = tool_config(&spec);
+        assert!(matches!(c.max_file_bytes, WitCap::Unlimited));
+        assert!(matches!(c.max_pdf_bytes, WitCap::Bytes(10)));
+        assert!(matches!(c.max_image_base64_bytes, WitCap::Default));
+        assert_eq!(c.workdir, "/workspace");
+        assert_eq!(c.allowed_roots, ["/mnt/session/outputs", "/mnt/memory/n"]);
+        assert_eq!(c.read_only_roots, ["/mnt/memory/n"]);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::tool::SANDBOX_TOOLS;
+use crate::tool::Tool;
 
 /// CPU time this thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_time() -> Duration {
@@ -61,10 +61,10 @@ pub(crate) struct SessionAccount {
 impl SessionAccount {
     /// Counts one call of `name` (sandbox tools only).
     pub fn count_call(&self, name: &str) {
-        if let Some(tool) = SANDBOX_TOOLS.iter().find(|t| **t == name)
+        if let Some(tool) = Tool::from_name(name)
             && let Ok(mut m) = self.tool_calls.lock()
         {
-            *m.entry(tool).or_default() += 1;
+            *m.entry(tool.name()).or_default() += 1;
         }
     }
 

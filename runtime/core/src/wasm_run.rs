@@ -57,9 +57,10 @@ use wasm_sandbox_native::wasm_run::{self as proto, Request};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-use crate::file_tools::{CommandDeadline, FileToolsInstance, Preopen};
-use crate::runtime::Runtime;
+use crate::bash::BashHost;
+use crate::commands::{CommandDeadline, Commands};
 use crate::{Error, Result};
+use wasm_sandbox_fs::mounts::MountSet;
 
 /// How long the shim has to send its request after connecting.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,8 +71,9 @@ const CHUNK: usize = 64 << 10;
 
 /// Everything a run needs from its session.
 pub(crate) struct RunContext {
-    pub runtime: Runtime,
-    pub preopens: Arc<Vec<Preopen>>,
+    /// The runtime's command components (compiles, caches and runs them).
+    pub commands: Arc<Commands>,
+    pub preopens: Arc<MountSet>,
     pub nn: Arc<NnSession>,
     pub session_id: String,
     /// The session's usage counters (CPU of the runs).
@@ -91,13 +93,11 @@ static SOCKETS: AtomicU64 = AtomicU64::new(0);
 impl Bridge {
     /// Binds the session's socket, or `None` when `wasm-run` is off or bash has
     /// no sandbox to bind it into.
-    pub fn bind(runtime: &Runtime) -> Result<Option<Bridge>> {
-        let inner = &runtime.inner;
-        let report = inner.bash.report();
-        if !inner.config.wasm_run.enabled || !report.available || report.unsandboxed_fallback {
+    pub fn bind(host: &BashHost) -> Result<Option<Bridge>> {
+        if !host.wasm_run_enabled() || !host.sandboxed() {
             return Ok(None);
         }
-        let dir = runtime.bridge_dir()?;
+        let dir = host.socket_dir()?;
         let socket = dir.join(format!("{}.sock", SOCKETS.fetch_add(1, Ordering::Relaxed)));
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(|e| Error::Sandbox(format!("cannot bind {}: {e}", socket.display())))?;
@@ -137,10 +137,8 @@ impl Bridge {
         let ctx = Arc::new(ctx());
         let closed = self.closed.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(
-            ctx.runtime
-                .inner
-                .config
-                .wasm_run
+            ctx.commands
+                .wasm_run_config()
                 .max_concurrent_per_session
                 .max(1),
         ));
@@ -288,7 +286,7 @@ fn retry(e: &io::Error) -> bool {
 
 /// Serves one connection to the end; never panics on hostile input.
 fn serve(ctx: &RunContext, sock: UnixStream, closed: Arc<AtomicBool>) {
-    let config = &ctx.runtime.inner.config.wasm_run;
+    let config = ctx.commands.wasm_run_config();
     if sock.set_read_timeout(Some(POLL)).is_err() || sock.set_write_timeout(Some(POLL)).is_err() {
         return;
     }
@@ -346,15 +344,15 @@ enum RunError {
 }
 
 fn run(ctx: &RunContext, conn: &Conn, request: Request) -> Result<i32, RunError> {
-    let config = &ctx.runtime.inner.config.wasm_run;
+    let config = ctx.commands.wasm_run_config();
     let Some(path) = request.argv.first() else {
         return Err(RunError::Fail("no component given".into()));
     };
     let target = resolve(&ctx.preopens, &request.cwd, path).map_err(RunError::Fail)?;
     let file = open_component(&target).map_err(|e| RunError::Fail(format!("{path}: {e}")))?;
     let command = ctx
-        .runtime
-        .command_for_file(&file, config.max_component_bytes)
+        .commands
+        .for_file(&file, config.max_component_bytes)
         .map_err(|e| RunError::Fail(format!("{path}: {e}")))?;
     drop(file);
     // `.` for the working directory, when it is one of the session's directories.
@@ -378,9 +376,8 @@ fn run(ctx: &RunContext, conn: &Conn, request: Request) -> Result<i32, RunError>
             None => Ok(wasmtime::UpdateDeadline::Continue(1)),
         }
     }));
-    let result = FileToolsInstance::run_command_with(
-        &ctx.runtime.inner,
-        &command.pre,
+    let result = ctx.commands.run_with(
+        &command,
         &ctx.preopens,
         ctx.nn.ctx(),
         |builder| {
@@ -437,7 +434,7 @@ struct Target {
 
 /// Resolves `path` (absolute, or relative to `cwd`) lexically and maps it to a
 /// preopen. `..` never climbs above `/`, as in POSIX.
-fn resolve(preopens: &[Preopen], cwd: &str, path: &str) -> Result<Target, String> {
+fn resolve(preopens: &MountSet, cwd: &str, path: &str) -> Result<Target, String> {
     let joined = if path.starts_with('/') {
         path.to_owned()
     } else {
@@ -454,11 +451,11 @@ fn resolve(preopens: &[Preopen], cwd: &str, path: &str) -> Result<Target, String
         }
     }
     let guest = format!("/{}", parts.join("/"));
-    match Preopen::containing(preopens, &guest) {
+    match preopens.containing(&guest) {
         Some((p, rest)) => Ok(Target {
             rel: rest.to_owned(),
             host_root: p.host.clone(),
-            read_only: p.read_only,
+            read_only: p.read_only(),
             guest: guest.clone(),
         }),
         None => Err(format!(
@@ -610,19 +607,19 @@ impl StdoutStream for RelayOut {
 mod tests {
     use super::*;
 
-    fn preopens() -> Vec<Preopen> {
-        vec![
-            Preopen {
-                host: "/h/ws".into(),
-                guest: "/workspace".into(),
-                read_only: false,
-            },
-            Preopen {
-                host: "/h/mem".into(),
-                guest: "/mnt/memory/notes".into(),
-                read_only: true,
-            },
-        ]
+    fn preopens() -> MountSet {
+        use wasm_sandbox_fs::guest_path::MemoryMountPath;
+        use wasm_sandbox_fs::mounts::{Access, Mount};
+        MountSet::session(
+            "/h/ws",
+            "/h/out",
+            [Mount::memory_store(
+                MemoryMountPath::parse("/mnt/memory/notes").unwrap(),
+                "/h/mem",
+                Access::ReadOnly,
+            )],
+        )
+        .unwrap()
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A memory store reaches the sandbox at a *guest path*: the file tools preopen it
 //! (`wasm-sandbox-runtime`), bubblewrap bind-mounts it for bash (`wasm-sandbox-native`),
 //! the worker computes it from the session's `memory_store` resource
-//! (`wasm-sandbox-worker`) and the memory rules name it (`wasm-sandbox-skills`). They all
+//! (`wasm-sandbox-worker`) and the memory rules name it (`wasm-sandbox-memory`). They all
 //! go through [`MemoryMountPath`], so a path one layer accepts is never refused (or mounted
 //! elsewhere) by another.
 //!
@@ -29,9 +29,10 @@
 //!   [`MAX_PATH_BYTES`] (the kernel's limits; beyond them a mount would fail later, less
 //!   clearly).
 //!
-//! Layers that receive an already-resolved path (the runtime's `SessionSpec`, the bash
-//! sandbox's spec) accept only the canonical form ([`MemoryMountPath::check_canonical`],
-//! [`check_mounts`]); the message of a refusal names the canonical form.
+//! Layers that receive already-resolved paths (the runtime's `SessionSpec`, the bash
+//! sandbox's spec) take them typed, as [`MemoryMountPath`]s inside a session's mounts,
+//! checked as a whole by [`MountSet::new`](crate::mounts::MountSet::new)
+//! (`runtime/fs/src/mounts.rs`): canonical by construction, never re-parsed.
 //!
 //! # Why this is enough
 //!
@@ -72,14 +73,6 @@ pub enum GuestPathError {
         path: String,
         /// What is wrong with it.
         reason: &'static str,
-    },
-    /// A resolved path that is not in canonical form (only where one is expected).
-    #[error("memory store mount path {path:?} is not in canonical form; use {canonical:?}")]
-    NotCanonical {
-        /// The path as given.
-        path: String,
-        /// The same path, normalised.
-        canonical: String,
     },
     /// No `mount_path`, and neither the name nor the id is one plain path segment.
     #[error(
@@ -147,20 +140,6 @@ impl MemoryMountPath {
             return Err(invalid("it is longer than 4095 bytes"));
         }
         Ok(Self(canonical))
-    }
-
-    /// Validates a path that must already be canonical (what [`MemoryMountPath::parse`]
-    /// returns): the check of layers that receive resolved paths.
-    pub fn check_canonical(path: &str) -> Result<Self, GuestPathError> {
-        let parsed = Self::parse(path)?;
-        if parsed.0 == path {
-            Ok(parsed)
-        } else {
-            Err(GuestPathError::NotCanonical {
-                path: path.to_owned(),
-                canonical: parsed.0,
-            })
-        }
     }
 
     /// The default for a store without a `mount_path`: `/mnt/memory/<name>`, or
@@ -250,19 +229,6 @@ pub fn check_disjoint<'a>(
     Ok(())
 }
 
-/// The check of a layer that receives resolved paths (the runtime, the bash sandbox): each
-/// must be canonical, and together disjoint.
-pub fn check_mounts<'a>(
-    paths: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<MemoryMountPath>, GuestPathError> {
-    let parsed = paths
-        .into_iter()
-        .map(MemoryMountPath::check_canonical)
-        .collect::<Result<Vec<_>, _>>()?;
-    check_disjoint(&parsed)?;
-    Ok(parsed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +311,7 @@ mod tests {
         // Never a doubled separator (the bug this module replaced: `/mnt/memory//<name>`).
         let p = d(Some("notes"), "ms_1").unwrap();
         assert!(!p.contains("//"), "{p}");
-        assert_eq!(MemoryMountPath::check_canonical(&p).unwrap().as_str(), p);
+        assert_eq!(MemoryMountPath::parse(&p).unwrap().as_str(), p);
     }
 
     #[test]
@@ -361,21 +327,6 @@ mod tests {
             r(Some("/tmp/x"), Some("n")).is_err(),
             "refused, not relocated"
         );
-    }
-
-    #[test]
-    fn resolved_layers_take_the_canonical_form_only() {
-        assert!(MemoryMountPath::check_canonical("/mnt/memory/a/b").is_ok());
-        match MemoryMountPath::check_canonical("/mnt/memory//a/") {
-            Err(GuestPathError::NotCanonical { canonical, .. }) => {
-                assert_eq!(canonical, "/mnt/memory/a");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            MemoryMountPath::check_canonical("/mnt/memory/../x"),
-            Err(GuestPathError::Invalid { .. })
-        ));
     }
 
     #[test]
@@ -400,8 +351,5 @@ mod tests {
             })
         );
         assert!(check_disjoint(&[p("/mnt/memory/x"), p("/mnt/memory/x/")]).is_err());
-        assert!(check_mounts(["/mnt/memory/a", "/mnt/memory/b/c"]).is_ok());
-        assert!(check_mounts(["/mnt/memory/a", "/mnt/memory/a/c"]).is_err());
-        assert!(check_mounts(["/mnt/memory/a/"]).is_err());
     }
 }

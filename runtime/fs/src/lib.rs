@@ -16,4 +16,5 @@
 
 pub mod guest_path;
 pub mod mount;
+pub mod mounts;
 pub mod tree;

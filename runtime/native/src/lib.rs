@@ -70,7 +70,7 @@ pub use config::BashConfig;
 pub use init::{init_binary_main, run_as_init_if_invoked, sandbox_init_main};
 pub use sandbox::{
     BashSandbox, BashSessionSpec, LimitMechanism, SandboxError, SandboxReport, SpecialFileGuard,
-    StoreMount, locate_init,
+    locate_init,
 };
 pub use session::{BashOutput, BashSession, UsageHandle};
 pub use shape::{Enforce, LimitStatus, ShapeConfig, ShapeReport};

@@ -10,9 +10,16 @@
 //! * [`wrap_command`] builds the text written to the shell's stdin.
 //! * [`OutputBuffer`] keeps the tail of the raw stream and spots the sentinel.
 //! * [`finish_output`] decodes, strips ANSI CSI sequences and splits off the exit code.
-//! * [`py_float_repr`] formats the timeout the way Python's `repr(float)` does.
+//! * [`timeout_message`] formats the timeout the way Python's `repr(float)` does.
+//!
+//! The Python primitives themselves (`repr(float)`, `str.strip()`, `str.splitlines()`'s line
+//! boundaries, `int(s)`, pydantic's lax `bool` and `type(x).__name__`) live in
+//! [`wasm_sandbox_pycompat`], shared with the file-tools guest and the skills crate.
 
 use serde_json::Value;
+use wasm_sandbox_pycompat::pydantic::{lax_bool, python_type_name};
+use wasm_sandbox_pycompat::repr::repr_float;
+use wasm_sandbox_pycompat::text::{is_line_break, parse_int, strip};
 
 /// `BASH_OUTPUT_LIMIT`: bytes of the raw stream kept (the tail).
 pub const BASH_OUTPUT_LIMIT: usize = 100 * 1024;
@@ -57,7 +64,7 @@ pub fn parse_input(input: &Value) -> Result<BashRequest, Rejection> {
         // `BetaAsyncFunctionTool.call` checks `is_dict` before validating.
         return Err(Rejection(format!(
             "TypeError('Input must be a dictionary, got {}')",
-            py_type_name(input)
+            python_type_name(input)
         )));
     };
     let invalid = || Rejection(INVALID_ARGUMENTS.to_owned());
@@ -97,19 +104,6 @@ pub fn parse_input(input: &Value) -> Result<BashRequest, Rejection> {
     })
 }
 
-/// The Python type name of a JSON value (`type(x).__name__` after `json.loads`).
-fn py_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
-}
-
 /// An int accepted by lax validation, as the float Python would convert it to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum LaxInt {
@@ -127,38 +121,12 @@ fn lax_optional_str(v: &Value) -> Option<Option<String>> {
     }
 }
 
-/// `Optional[bool]` in lax mode: bools, ints 0/1, floats 0.0/1.0 and a fixed set of
-/// case-insensitive strings (no trimming).
+/// `Optional[bool]` in lax mode: null, or pydantic's lax `bool` (bools, ints 0/1, floats
+/// 0.0/1.0 and a fixed set of case-insensitive strings, no trimming).
 fn lax_optional_bool(v: &Value) -> Option<Option<bool>> {
     match v {
         Value::Null => Some(None),
-        Value::Bool(b) => Some(Some(*b)),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                match i {
-                    0 => Some(Some(false)),
-                    1 => Some(Some(true)),
-                    _ => None,
-                }
-            } else if n.as_u64().is_some() {
-                None
-            } else {
-                let f = n.as_f64()?;
-                if f == 0.0 {
-                    Some(Some(false))
-                } else if f == 1.0 {
-                    Some(Some(true))
-                } else {
-                    None
-                }
-            }
-        }
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "0" | "off" | "f" | "false" | "n" | "no" => Some(Some(false)),
-            "1" | "on" | "t" | "true" | "y" | "yes" => Some(Some(true)),
-            _ => None,
-        },
-        _ => None,
+        v => lax_bool(v).map(Some),
     }
 }
 
@@ -224,80 +192,18 @@ fn parse_lax_int_str(s: &str) -> Option<f64> {
         }
         None => s,
     };
-    let (negative, digits) = match s.as_bytes().first() {
-        Some(b'+') => (false, &s[1..]),
-        Some(b'-') => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-    {
-        return None;
-    }
-    let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    let (negative, clean) = wasm_sandbox_pycompat::text::int_literal(s)?;
     // Decimal string → f64 is correctly rounded, like Python's int.__float__;
     // it yields +inf exactly where Python raises OverflowError.
     let magnitude: f64 = clean.parse().ok()?;
     Some(if negative { -magnitude } else { magnitude })
 }
 
-/// Python's `repr(float)` (the shortest round-trip digits; scientific notation when
-/// the decimal exponent is < -4 or >= 16; always a `.0` on integral values).
-pub fn py_float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
-    }
-    // Rust's `{:e}` prints the shortest round-trip digits: "-1.2345e-7".
-    let sci = format!("{x:e}");
-    let (mantissa, exp) = match sci.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
-    };
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let ndigits = i32::try_from(digits.len()).unwrap_or(i32::MAX);
-    if (-4..16).contains(&exp) {
-        let point = exp + 1; // digits before the decimal point
-        let body = if point <= 0 {
-            let zeros = usize::try_from(-point).unwrap_or(0);
-            format!("0.{}{digits}", "0".repeat(zeros))
-        } else if point >= ndigits {
-            let zeros = usize::try_from(point - ndigits).unwrap_or(0);
-            format!("{digits}{}.0", "0".repeat(zeros))
-        } else {
-            let split = usize::try_from(point).unwrap_or(0);
-            format!("{}.{}", &digits[..split], &digits[split..])
-        };
-        format!("{sign}{body}")
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let mantissa = if rest.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first}.{rest}")
-        };
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exp.unsigned_abs())
-    }
-}
-
 /// The reference's timeout message.
 pub fn timeout_message(timeout_secs: f64) -> String {
     format!(
         "bash: bash command timed out after {}s",
-        py_float_repr(timeout_secs)
+        repr_float(timeout_secs)
     )
 }
 
@@ -402,17 +308,17 @@ pub fn finish_output(buffer: &OutputBuffer, sentinel: &str) -> ExecResult {
     let text = strip_ansi(&String::from_utf8_lossy(buffer.bytes()));
     let Some(idx) = text.rfind(sentinel) else {
         return ExecResult {
-            output: py_strip(&text).to_owned(),
+            output: strip(&text).to_owned(),
             exit_code: -1,
         };
     };
     let out = text[..idx].trim_end_matches('\n');
-    let tail = py_strip(&text[idx + sentinel.len()..]);
+    let tail = strip(&text[idx + sentinel.len()..]);
     let exit_code = if tail.is_empty() {
         -1
     } else {
-        let first_line = tail.split(is_py_line_break).next().unwrap_or("");
-        parse_py_int(first_line).unwrap_or(-1)
+        let first_line = tail.split(is_line_break).next().unwrap_or("");
+        parse_int(first_line).unwrap_or(-1)
     };
     let output = if buffer.truncated() {
         format!("{TRUNCATED_PREFIX}{out}")
@@ -453,53 +359,6 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// Python's `str.isspace()`: Unicode White_Space plus the separators U+001C..U+001F.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Python's `str.strip()`.
-fn py_strip(s: &str) -> &str {
-    s.trim_matches(is_py_space)
-}
-
-/// The line boundaries of Python's `str.splitlines()`.
-fn is_py_line_break(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r'
-            | '\u{0b}'
-            | '\u{0c}'
-            | '\u{1c}'
-            | '\u{1d}'
-            | '\u{1e}'
-            | '\u{85}'
-            | '\u{2028}'
-            | '\u{2029}'
-    )
-}
-
-/// Python's `int(s)` for the exit-code line (ASCII digits; what `printf %d` writes).
-fn parse_py_int(s: &str) -> Option<i64> {
-    let s = py_strip(s);
-    let (negative, digits) = match s.as_bytes().first() {
-        Some(b'+') => (false, &s[1..]),
-        Some(b'-') => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-    {
-        return None;
-    }
-    let clean: String = digits.chars().filter(|c| *c != '_').collect();
-    let v: i64 = clean.parse().ok()?;
-    Some(if negative { -v } else { v })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,32 +373,6 @@ mod tests {
 
     fn invalid() -> Result<BashRequest, Rejection> {
         Err(Rejection(INVALID_ARGUMENTS.to_owned()))
-    }
-
-    #[test]
-    fn float_repr_matches_python() {
-        let cases: &[(f64, &str)] = &[
-            (120.0, "120.0"),
-            (0.7, "0.7"),
-            (-0.001, "-0.001"),
-            (0.001, "0.001"),
-            (2.5, "2.5"),
-            (1e16, "1e+16"),
-            (1.5e16, "1.5e+16"),
-            (9_999_999_999_999_998.0, "9999999999999998.0"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.234e-7, "1.234e-07"),
-            (12345.678, "12345.678"),
-            (1e300, "1e+300"),
-            (123_456_789_012_345.6, "123456789012345.6"),
-            (0.1 + 0.2, "0.30000000000000004"),
-            (1e22, "1e+22"),
-            (-5e-324, "-5e-324"),
-        ];
-        for (x, want) in cases {
-            assert_eq!(py_float_repr(*x), *want, "repr({x:e})");
-        }
     }
 
     #[test]

@@ -64,7 +64,7 @@
 //! File capabilities (`security.capability` extended attributes, which grant
 //! privileges on `execve` like a setuid bit) need `CAP_SETFCAP`; bubblewrap drops
 //! every capability (`--cap-drop ALL`), so `setxattr` of that name already fails
-//! with `EPERM` (`tests/escape.rs` E68 shows it). A hard link to a host setuid
+//! with `EPERM` (`tests/escape/special_files.rs` E68 shows it). A hard link to a host setuid
 //! binary (`/usr/bin/su`) cannot be made in the workspace: links across mounts
 //! fail with `EXDEV`, and the copy `mv`/`cp` fall back to needs the refused
 //! `chmod`.

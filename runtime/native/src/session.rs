@@ -179,7 +179,7 @@ impl BashSession {
     /// for logs and for a later `restart`.
     ///
     /// The caller must have moved (renamed) the directories the shell was started
-    /// with to `spec.workspace` / `spec.outputs` on the same filesystem: the
+    /// with to the workspace and outputs of `spec.mounts`, on the same filesystem: the
     /// running sandbox's bind mounts and Landlock rules hold the directories
     /// themselves, not their paths, so they follow the rename. Memory stores, the
     /// environment and the `wasm-run` socket must be the same as at start (the
@@ -378,9 +378,12 @@ mod tests {
             sandbox,
             BashSessionSpec {
                 session_id: "s".into(),
-                workspace: "/nonexistent".into(),
-                outputs: "/nonexistent".into(),
-                memory_stores: vec![],
+                mounts: wasm_sandbox_fs::mounts::MountSet::session(
+                    "/nonexistent",
+                    "/nonexistent",
+                    [],
+                )
+                .unwrap(),
                 env: None,
                 wasm_run_socket: None,
                 egress_dir: None,

@@ -75,9 +75,12 @@ async fn child_as_nobody() {
     assert_eq!(report.landlock.as_deref(), Some("full"));
     let spec = wasm_sandbox_native::BashSessionSpec {
         session_id: "nobody".into(),
-        workspace: root.join("workspace"),
-        outputs: root.join("outputs"),
-        memory_stores: vec![],
+        mounts: wasm_sandbox_fs::mounts::MountSet::session(
+            root.join("workspace"),
+            root.join("outputs"),
+            [],
+        )
+        .unwrap(),
         env: None,
         wasm_run_socket: None,
         egress_dir: None,

@@ -224,7 +224,7 @@ async fn session_paths_are_resolved_and_checked() {
     let link = dirs.path("ws-link");
     std::os::unix::fs::symlink(dirs.workspace(), &link).unwrap();
     let mut spec = spec(&dirs, "paths");
-    spec.workspace = link;
+    spec.mounts = mounts(&dirs, link);
     let mut s = wasm_sandbox_native::BashSession::new(sandbox(), spec.clone());
     assert_eq!(
         run(&mut s, "echo x > via-link.txt; pwd").await,
@@ -233,7 +233,7 @@ async fn session_paths_are_resolved_and_checked() {
     assert!(dirs.workspace().join("via-link.txt").exists());
     s.close().await;
     // A missing directory is a clear error, not a half-built sandbox.
-    spec.workspace = dirs.path("missing");
+    spec.mounts = mounts(&dirs, dirs.path("missing"));
     let mut s = wasm_sandbox_native::BashSession::new(sandbox(), spec);
     let out = run(&mut s, "echo x").await;
     assert!(out.is_error);

@@ -3,15 +3,15 @@
 //! the item's own directory.
 //!
 //! The core session is created on a blocking thread (instantiation is synchronous work), tool
-//! calls go straight to `Session::call_tool` (which serialises calls and returns `None` for a
-//! tool that is not a sandbox tool), and `close` kills bash and every descendant. The bash
+//! calls go straight to `Session::call` (which serialises calls, owns the call's deadline and
+//! answers with an outcome-tagged result), and `close` kills bash and every descendant. The bash
 //! environment is the core runtime's allow-list (`SessionSpec::env = None`), which never
 //! includes `ANTHROPIC_*` variables; the worker additionally removes the environment key from
 //! its own environment at start-up.
 
 use wasm_sandbox_runtime::{Runtime, RuntimeConfig, Session, SessionSpec};
 
-use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec, ToolCall, ToolResult};
+use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec, Tool, ToolAnswer, ToolCall};
 
 /// Sandboxes made by the core runtime.
 #[derive(Clone)]
@@ -47,6 +47,13 @@ impl CoreProvider {
     /// session's, which cannot cross the `nosuid,nodev` mount of `<workdir>/sessions`
     /// ([`crate::worker::claim_workdir`]); being there, they are also under that mount. Call it
     /// inside a tokio runtime so the pool starts filling at once.
+    ///
+    /// Each call's deadline is `config.limits.tool_timeout_ms` (`[runtime.limits]
+    /// tool_timeout`); the worker's [`RunnerConfig::tool_timeout`](crate::runner::RunnerConfig::tool_timeout)
+    /// only sets the runner's backstop past it. The serve command lowers the core's limit to
+    /// the worker's (`Settings::core_config` in the CLI: the smaller governs); an embedder
+    /// calling this directly must do the same, or calls silently get the core's (longer)
+    /// deadline.
     pub fn from_config(
         mut config: RuntimeConfig,
         workdir: &std::path::Path,
@@ -142,8 +149,8 @@ impl SandboxProvider for CoreProvider {
 }
 
 impl SandboxSession for CoreSession {
-    async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
-        self.session.call_tool(call).await
+    async fn call(&self, tool: Tool, call: &ToolCall) -> ToolAnswer {
+        self.session.call(tool, &call.input).await
     }
 
     async fn close(&self) {

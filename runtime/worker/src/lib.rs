@@ -15,8 +15,11 @@
 //! * [`memory`] — memory stores: download, mount, sync after tool calls, final sync;
 //! * [`worker`] — poll → ack → heartbeat → sandbox → runner → teardown → stop, N at once;
 //! * [`ops`] + [`metrics`] — `/healthz`, `/readyz`, `/metrics`, `/queue`;
-//! * [`usage`] — the usage record of each item: ledger before the stop, counters, HTTP sink;
-//! * [`serve`](mod@serve) — `wasm-sandbox serve` flags, config file, signals, logging, `--local`.
+//! * [`usage`] — the usage record of each item: ledger before the stop, counters, HTTP sink.
+//!
+//! The command line (`wasm-sandbox serve`: flags, config file, logging, signals, the `--local`
+//! demo) is not here: it lives in the `wasm-sandbox-cli` crate (`runtime/cli/src/serve/`), which
+//! resolves its settings into a [`worker::WorkerConfig`] and calls [`worker::run_worker`].
 //!
 //! The sandbox is behind the [`sandbox::SandboxProvider`] seam; the production provider is the
 //! core runtime.
@@ -37,10 +40,7 @@ pub mod proto;
 pub mod runner;
 pub mod sandbox;
 pub mod secret;
-pub mod serve;
 pub mod skills;
 pub mod usage;
 pub mod workdir;
 pub mod worker;
-
-pub use serve::{ServeArgs, serve};

@@ -2,7 +2,7 @@
 //! directory, mount it into the sandbox at its `mount_path` (read-only per `access`), sync it
 //! back after tool calls on the schedule, and run the final sync / flush at the end.
 //!
-//! The merge, the marker and the deletion rules are `wasm-sandbox-skills`' memory engine; this
+//! The merge, the marker and the deletion rules are `wasm-sandbox-memory`'s sync engine; this
 //! module supplies its HTTP side ([`StoreApi`], a [`MemoryApi`] over the item's sessions token)
 //! and its folder ([`CapStdFolder`]: every file operation through directory handles with
 //! `O_NOFOLLOW`, so a link the guest plants in a store cannot redirect a sync write or read).
@@ -28,9 +28,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use wasm_sandbox_fs::guest_path::{MemoryMountPath, check_disjoint};
-use wasm_sandbox_runtime::MemoryMount;
-use wasm_sandbox_skills::memory::folder::CapStdFolder;
-use wasm_sandbox_skills::memory::{
+use wasm_sandbox_fs::mounts::{Access, Mount};
+use wasm_sandbox_memory::folder::CapStdFolder;
+use wasm_sandbox_memory::{
     DeleteMode, FLUSH_TIMEOUT, MAX_STORES_PER_SESSION, MemoryApi, RemoteError, RemoteMemory,
     StoreSyncState, SyncInterval, SyncOptions, SyncSchedule, download_store, flush_store,
     store_mount_path, sync_store,
@@ -267,7 +267,7 @@ pub async fn prepare(
     session: &Session,
     root: &Path,
     has_sessions_token: bool,
-) -> Result<Option<(MemoryStores, Vec<MemoryMount>)>, String> {
+) -> Result<Option<(MemoryStores, Vec<Mount>)>, String> {
     let refs = session_stores(session);
     if refs.is_empty() {
         return Ok(None);
@@ -311,7 +311,7 @@ pub async fn prepare(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("creating the memory directory: {e}"))?;
         {
-            use wasm_sandbox_skills::memory::MemoryFolder as _;
+            use wasm_sandbox_memory::MemoryFolder as _;
             folder
                 .create_root()
                 .await
@@ -320,11 +320,11 @@ pub async fn prepare(
         download_store(&mut state, &folder, &api)
             .await
             .map_err(|e| e.to_string())?;
-        mounts.push(MemoryMount {
-            guest_path: guest_path.into(),
+        mounts.push(Mount::memory_store(
+            guest_path,
             host_path,
-            read_only: r.read_only,
-        });
+            Access::from_read_only(r.read_only),
+        ));
         stores.push(Store { state, folder, api });
     }
     Ok(Some((

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 pub use crate::usage::SessionUsage;
-pub use wasm_sandbox_runtime::{SANDBOX_TOOLS, ToolCall, ToolResult};
+pub use wasm_sandbox_runtime::{CallOutcome, Tool, ToolAnswer, ToolCall, ToolResult};
 
 /// What a new sandbox is made from.
 #[derive(Clone, Debug)]
@@ -26,8 +26,9 @@ pub struct SandboxSpec {
     pub work_id: String,
     /// A fresh, empty host directory owned by this session; removed after teardown.
     pub root: PathBuf,
-    /// Memory stores to mount (already downloaded to their host directories).
-    pub memory_stores: Vec<wasm_sandbox_runtime::MemoryMount>,
+    /// Memory stores to mount (already downloaded to their host directories), each a
+    /// [`Mount::memory_store`](wasm_sandbox_fs::mounts::Mount::memory_store).
+    pub memory_stores: Vec<wasm_sandbox_fs::mounts::Mount>,
     /// The session metadata's `sandbox.allowed_hosts` (a narrowing of
     /// `[runtime.networking]`; see `wasm_sandbox_egress::SESSION_ALLOWED_HOSTS_KEY`).
     pub network_allowed_hosts: Option<String>,
@@ -110,8 +111,10 @@ pub trait SandboxProvider: Send + Sync + 'static {
 
 /// One session's sandbox.
 pub trait SandboxSession: Send + Sync + 'static {
-    /// Runs a sandbox tool call. `None` = not a tool this sandbox runs (post nothing).
-    fn call_tool(&self, call: &ToolCall) -> impl Future<Output = Option<ToolResult>> + Send;
+    /// Runs one call of `tool` (the runner's ownership gate parsed it from `call.name`, so
+    /// only the sandbox tools get here) and answers it, tagged with how it ended. The sandbox
+    /// owns the call's deadline: a call past it is answered [`ToolAnswer::timed_out`].
+    fn call(&self, tool: Tool, call: &ToolCall) -> impl Future<Output = ToolAnswer> + Send;
 
     /// Kills every process the sandbox started and releases it. Does not delete directories.
     fn close(&self) -> impl Future<Output = ()> + Send;
@@ -268,10 +271,7 @@ pub mod testing {
     }
 
     impl SandboxSession for ScriptedSession {
-        async fn call_tool(&self, call: &ToolCall) -> Option<ToolResult> {
-            if !SANDBOX_TOOLS.contains(&call.name.as_str()) {
-                return None;
-            }
+        async fn call(&self, _tool: Tool, call: &ToolCall) -> ToolAnswer {
             if let Ok(mut r) = self.provider.record.lock() {
                 r.calls.push((self.session_id.clone(), call.clone()));
             }
@@ -293,7 +293,7 @@ pub mod testing {
                 .ok()
                 .and_then(|mut s| s.pop_front());
             guard.done = true;
-            Some(scripted.unwrap_or_else(|| {
+            ToolAnswer::ran(scripted.unwrap_or_else(|| {
                 ToolResult::text(format!("{}:{}", call.name, call.input), false)
             }))
         }

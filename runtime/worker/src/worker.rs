@@ -110,7 +110,9 @@ pub use crate::workdir::{
 };
 
 mod item;
+mod run;
 use item::handle_item;
+pub use run::run_worker;
 
 /// Poll-loop timing.
 #[derive(Clone, Debug)]

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use wasm_sandbox_native::{
-    BashConfig, BashOutput, BashSandbox, BashSession, BashSessionSpec, StoreMount,
-};
+use wasm_sandbox_fs::guest_path::MemoryMountPath;
+use wasm_sandbox_fs::mounts::{Access, Mount, MountSet};
+use wasm_sandbox_native::{BashConfig, BashOutput, BashSandbox, BashSession, BashSessionSpec};
 
 /// One probed sandbox per test binary.
 pub fn sandbox() -> Arc<BashSandbox> {
@@ -60,24 +60,32 @@ impl Dirs {
 pub fn spec(dirs: &Dirs, id: &str) -> BashSessionSpec {
     BashSessionSpec {
         session_id: id.to_owned(),
-        workspace: dirs.workspace(),
-        outputs: dirs.path("outputs"),
-        memory_stores: vec![
-            StoreMount {
-                guest_path: "/mnt/memory/ro".into(),
-                host_path: dirs.path("store-ro"),
-                read_only: true,
-            },
-            StoreMount {
-                guest_path: "/mnt/memory/rw".into(),
-                host_path: dirs.path("store-rw"),
-                read_only: false,
-            },
-        ],
+        mounts: mounts(dirs, dirs.workspace()),
         env: None,
         wasm_run_socket: None,
         egress_dir: None,
     }
+}
+
+/// The test layout with `workspace` as the workspace's host directory: outputs, a
+/// read-only store at `/mnt/memory/ro` and a read-write one at `/mnt/memory/rw`.
+pub fn mounts(dirs: &Dirs, workspace: PathBuf) -> MountSet {
+    let store = |guest: &str, host: &str, access| {
+        Mount::memory_store(
+            MemoryMountPath::parse(guest).unwrap(),
+            dirs.path(host),
+            access,
+        )
+    };
+    MountSet::session(
+        workspace,
+        dirs.path("outputs"),
+        [
+            store("/mnt/memory/ro", "store-ro", Access::ReadOnly),
+            store("/mnt/memory/rw", "store-rw", Access::ReadWrite),
+        ],
+    )
+    .unwrap()
 }
 
 pub fn session(dirs: &Dirs) -> BashSession {
