@@ -24,6 +24,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// A configuration error in `[runtime.networking]`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("networking: {0}")]
+pub struct PolicyError(pub String);
+
 /// Default per-session cap on concurrent proxied connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default idle timeout of a proxied connection: 5 minutes.
@@ -85,13 +90,13 @@ impl UpstreamConfig {
     /// must start with `/` and may not hold dot segments, so it cannot leave the
     /// base path the credentials are meant for). The one definition of an
     /// endpoint that wasi-nn remote models share (`upstream = "<name>"`).
-    pub fn endpoint(&self, path: &str) -> Result<String, crate::PolicyError> {
-        let err = |why: String| crate::PolicyError(format!("upstream {:?}: {why}", self.name));
+    pub fn endpoint(&self, path: &str) -> Result<String, PolicyError> {
+        let err = |why: String| PolicyError(format!("upstream {:?}: {why}", self.name));
         let base = reqwest::Url::parse(&self.url).map_err(|e| err(format!("url: {e}")))?;
         if !path.is_empty() && !path.starts_with('/') {
             return Err(err(format!("path {path:?} must start with '/'")));
         }
-        crate::upstream::join(&base, path, None)
+        crate::http::join(&base, path, None)
             .map(String::from)
             .ok_or_else(|| err(format!("path {path:?} may not contain dot segments")))
     }

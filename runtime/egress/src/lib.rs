@@ -34,6 +34,7 @@
 
 pub mod config;
 pub mod dns;
+mod http;
 pub mod policy;
 pub mod proxy;
 mod stats;

@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use crate::config::PolicyError;
 use crate::config::{NetworkType, NetworkingConfig};
 
 /// The session metadata key that narrows the operator's list: a comma-separated
@@ -103,11 +104,6 @@ impl Refusal {
         }
     }
 }
-
-/// A configuration error in `[runtime.networking]`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("networking: {0}")]
-pub struct PolicyError(pub String);
 
 /// An IP network (`addr/prefix`); IPv4-mapped IPv6 networks are stored as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

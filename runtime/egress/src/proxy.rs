@@ -36,23 +36,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::NetworkingConfig;
+use crate::http::{Body, BoxError, strip_hop_by_hop};
 use crate::policy::{Narrowing, Policy, PolicyError, Refusal};
 use crate::stats::{Counters, NetUsage};
 use crate::upstream::Upstream;
-
-/// Boxed error of response bodies.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The proxy's response body.
-pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 const MAX_HEAD_BYTES: usize = 64 << 10;
 const MAX_HEADERS: usize = 100;
@@ -479,33 +474,6 @@ async fn handle(ctx: Arc<SessionCtx>, req: Request<Incoming>, slot: Slot) -> Res
         Err(resp) => return resp,
     };
     forward(ctx, req, stream, addr, (host, port), started, slot).await
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, never forwarded.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for n in listed {
-        headers.remove(n);
-    }
-    for n in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(n);
-    }
 }
 
 async fn forward(

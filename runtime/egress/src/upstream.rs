@@ -24,8 +24,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::config::{HeaderSource, UpstreamConfig};
+use crate::http::{Body, BoxError, join, strip_hop_by_hop};
 use crate::policy::PolicyError;
-use crate::proxy::{Body, BoxError, strip_hop_by_hop};
 use crate::stats::Counters;
 
 pub(crate) struct Upstream {
@@ -179,26 +179,6 @@ impl Drop for Exchange {
             duration_ms = self.started.elapsed().as_millis() as u64, "egress decision"
         );
     }
-}
-
-/// Whether a path segment is `.` or `..` once percent-decoded (`%2e`, `%2E`).
-fn is_dot_segment(seg: &str) -> bool {
-    let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
-}
-
-/// `base`'s path followed by `path` (and `query`), or `None` when the result
-/// would leave `base`'s path (see [`Upstream::target`]).
-pub(crate) fn join(base: &reqwest::Url, path: &str, query: Option<&str>) -> Option<reqwest::Url> {
-    if path.split(['/', '\\']).any(is_dot_segment) {
-        return None;
-    }
-    let base_path = base.path().trim_end_matches('/');
-    let mut url = base.clone();
-    url.set_path(&format!("{base_path}{path}"));
-    url.set_query(query);
-    let prefix = format!("{base_path}/");
-    (url.path() == base_path || url.path().starts_with(&prefix)).then_some(url)
 }
 
 impl Upstream {

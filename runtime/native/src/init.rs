@@ -62,6 +62,9 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
 
+/// Where the init helper is bound inside the sandbox.
+pub const INIT_GUEST_PATH: &str = "/run/wasm-sandbox/init";
+
 /// Parsed init arguments.
 #[derive(Debug, Default)]
 struct InitArgs {
@@ -313,14 +316,14 @@ fn setup(args: &InitArgs) -> Result<(Applied, Option<std::net::TcpListener>), St
 
 /// Runs [`sandbox_init_main`] if this process was started as the sandbox's
 /// init step, i.e. with `argv[0]` equal to
-/// [`INIT_GUEST_PATH`](crate::sandbox::INIT_GUEST_PATH) (where the sandbox
+/// [`INIT_GUEST_PATH`] (where the sandbox
 /// bind-mounts the configured init binary), or the `wasm-run` shim if `argv[0]`'s
 /// file name is `wasm-run` (see [`crate::wasm_run`]); otherwise returns. Call it
 /// first thing in `main` of any binary that serves as its own init helper.
 pub fn run_as_init_if_invoked() {
     let mut args = std::env::args_os();
     let argv0 = args.next();
-    if argv0.as_deref() == Some(std::ffi::OsStr::new(crate::sandbox::INIT_GUEST_PATH)) {
+    if argv0.as_deref() == Some(std::ffi::OsStr::new(INIT_GUEST_PATH)) {
         sandbox_init_main(args);
     }
     if argv0

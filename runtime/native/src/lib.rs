@@ -57,6 +57,7 @@ pub mod config;
 pub mod disk;
 pub mod env;
 pub mod init;
+mod limits;
 pub mod net;
 pub mod protocol;
 pub mod sandbox;

@@ -28,35 +28,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{CgroupLimits, CgroupSupport, Controller, CpuQuota};
-use crate::sandbox::LimitMechanism;
-
-/// Whether a host that cannot enforce the shape may serve.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Enforce {
-    /// Serve anyway, and report which limits are active (the default).
-    #[default]
-    BestEffort,
-    /// Refuse to start unless every configured limit is enforced by a cgroup (or, for
-    /// the disk, a capped filesystem).
-    Required,
-}
-
-impl Enforce {
-    /// The configuration file's spelling: `best-effort` or `required`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Enforce::BestEffort => "best-effort",
-            Enforce::Required => "required",
-        }
-    }
-}
-
-impl std::fmt::Display for Enforce {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::limits::Enforce;
+use crate::limits::LimitMechanism;
 
 /// The `[runtime.shape]` table: one session's budget. Every key has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

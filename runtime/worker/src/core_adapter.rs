@@ -65,7 +65,7 @@ impl CoreProvider {
         if config.pool.dir.is_none() {
             // This worker's own directory: what a killed predecessor left there is garbage
             // (its sandboxes died with it: bubblewrap runs with --die-with-parent).
-            let dir = workdir.join(crate::worker::SESSIONS_DIR).join(".pool");
+            let dir = workdir.join(crate::workdir::SESSIONS_DIR).join(".pool");
             if let Err(e) = wasm_sandbox_fs::tree::remove_tree(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not clear the sandbox pool directory");
             }

@@ -41,6 +41,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod secret;
 pub mod skills;
+pub mod status;
 pub mod usage;
 pub mod workdir;
 pub mod worker;

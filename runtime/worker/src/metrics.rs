@@ -21,6 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod usage;
+pub use usage::{EnvironmentLabels, UsageMetrics};
+
 /// Labels of `tool_calls_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
@@ -142,7 +145,7 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
     /// Usage records: sessions, CPU and active seconds, network bytes, by environment
     /// ([`crate::usage`]).
-    pub usage: crate::usage::UsageMetrics,
+    pub usage: UsageMetrics,
     /// Session snapshots saved and restored, by outcome ([`crate::persist`]).
     pub session_snapshots: Family<SnapshotLabels, Counter>,
     /// 1 per limit of the session shape enforced for the whole session, 0 otherwise
@@ -262,7 +265,7 @@ impl Metrics {
             "Sessions whose cgroup did not get a configured limit at launch (enforce = best-effort; the rlimit fallback applied), by limit",
             shape_session_fallbacks.clone(),
         );
-        let usage = crate::usage::UsageMetrics::default();
+        let usage = UsageMetrics::default();
         usage.register(registry);
         let session_snapshots = Family::<SnapshotLabels, Counter>::default();
         registry.register(

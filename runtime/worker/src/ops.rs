@@ -50,7 +50,7 @@ use crate::client::EnvironmentClient;
 use crate::metrics::Metrics;
 use crate::proto::QueueStats;
 use crate::sandbox::Unavailable;
-use crate::worker::WorkerStatus;
+use crate::status::WorkerStatus;
 
 /// How often the ops server asks the [`QueueCache`] for `work.stats` on its own, to keep the
 /// `wasm_sandbox_queue_depth` gauge current (well above [`QUEUE_TTL`]: one call per 15 s at

@@ -85,8 +85,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rand::Rng as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -105,6 +105,7 @@ use crate::runner::{
 };
 use crate::sandbox::{SandboxProvider, SandboxSession, SandboxSpec};
 use crate::secret::Secret;
+pub use crate::status::WorkerStatus;
 pub use crate::workdir::{
     SESSIONS_DIR, SESSIONS_OWNER_MARKER, WORKDIR_LOCK, WorkdirGuard, claim_workdir,
 };
@@ -265,60 +266,6 @@ impl Shutdown {
     pub fn force(&self) {
         self.drain.cancel();
         self.force.cancel();
-    }
-}
-
-/// Live worker state for `/readyz`.
-#[derive(Debug, Default)]
-pub struct WorkerStatus {
-    polled_ok: AtomicBool,
-    draining: AtomicBool,
-    last_poll_ok_unix_ms: AtomicU64,
-    /// Why the worker must not take new work now (the usage ledger cannot write:
-    /// [`crate::usage::UsageRecorder`]); `None` = nothing.
-    blocked: std::sync::Mutex<Option<String>>,
-}
-
-impl WorkerStatus {
-    /// Ready = the last poll succeeded, the worker is not draining and nothing blocks it.
-    pub fn ready(&self) -> bool {
-        self.polled_ok.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && self.blocked().is_none()
-    }
-
-    /// Why the worker takes no new work now (`/readyz` says it), if anything stops it.
-    pub fn blocked(&self) -> Option<String> {
-        self.blocked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Sets (or clears, with `None`) the reason the worker takes no new work.
-    pub fn set_blocked(&self, reason: Option<String>) {
-        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = reason;
-    }
-
-    /// Whether a drain has begun.
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Unix ms of the last successful poll (0 = never).
-    pub fn last_poll_ok_unix_ms(&self) -> u64 {
-        self.last_poll_ok_unix_ms.load(Ordering::Relaxed)
-    }
-
-    fn poll_result(&self, ok: bool) {
-        self.polled_ok.store(ok, Ordering::Relaxed);
-        if ok {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            self.last_poll_ok_unix_ms.store(now, Ordering::Relaxed);
-        }
     }
 }
 

@@ -148,7 +148,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Body) -> R
             }
         }
         ("POST", ["_fake", "skills", skill_id]) => {
-            let query = crate::server::parse_query(parts.uri.query());
+            let query = crate::endpoint::parse_query(parts.uri.query());
             let name = query
                 .iter()
                 .find(|(k, _)| k == "name")

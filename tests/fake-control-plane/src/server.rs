@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::Shared;
-use crate::endpoint::{self, BetaRequirement, Endpoint, Route};
+use crate::endpoint::{self, BetaRequirement, Endpoint, Route, parse_query};
 use crate::record::{Credential, FailureSpec, RecordedRequest, StreamCut, StreamFault};
 use crate::state::{ApiError, Ctx, Reply, StreamMsg};
 use crate::wire::{AGENT_MEMORY_BETA, ErrorEnvelope, ErrorObject, MANAGED_AGENTS_BETA};
@@ -41,42 +41,6 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
-}
-
-pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = q else { return Vec::new() };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(k), decode_component(v))
-        })
-        .collect()
-}
-
-/// `application/x-www-form-urlencoded` component decoding (`+` is a space, `%XX` a byte).
-fn decode_component(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {

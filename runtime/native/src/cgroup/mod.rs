@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::sandbox::LimitMechanism;
+use crate::limits::LimitMechanism;
 
 /// Session cgroups are named `<prefix><worker pid>-<session>-<random>`.
 pub const SESSION_PREFIX: &str = "wasm-sandbox-";

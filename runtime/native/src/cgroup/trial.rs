@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::{
     CgroupLimits, CgroupSupport, Controller, CpuQuota, SESSION_PREFIX, SessionCgroup, read_u64,
 };
-use crate::sandbox::LimitMechanism;
+use crate::limits::LimitMechanism;
 
 impl CgroupSupport {
     /// The CPU bandwidth the session cgroups' ancestors allow, in CPUs: the smallest
@@ -224,7 +224,7 @@ pub fn check_applied(
     cg: &SessionCgroup,
     support: &CgroupSupport,
     limits: &CgroupLimits,
-    enforce: crate::Enforce,
+    enforce: crate::limits::Enforce,
 ) -> Result<(), String> {
     let missing = cg.shortfall(limits, support);
     if missing.is_empty() {
@@ -243,7 +243,7 @@ pub fn check_applied(
          since start-up; see the worker log)",
         missing.join(", ")
     );
-    if enforce == crate::Enforce::Required {
+    if enforce == crate::limits::Enforce::Required {
         Err(format!(
             "{msg}; [runtime.shape] enforce = \"required\" refuses to run it"
         ))

@@ -97,13 +97,15 @@
 //! [`BashSandbox`]; `plan` builds bubblewrap's and the init's argument
 //! lists (what is mounted where, and the Landlock rules); `etc` prepares the private
 //! `/etc` copy; `spawn` starts bubblewrap from one long-lived thread; `launch` probes
-//! the host and starts a session's shell; `shell` is a running shell and its teardown.
+//! the host and starts a session's shell; `shell` is a running shell and its teardown;
+//! `usage` is what a session's shells have used ([`UsageHandle`]).
 
 mod etc;
 mod launch;
 mod plan;
 mod shell;
 mod spawn;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,9 +119,11 @@ use crate::shape::ShapeReport;
 
 use etc::PreparedEtc;
 pub(crate) use shell::Shell;
+pub use usage::UsageHandle;
 
-/// Where the init helper is bound inside the sandbox.
-pub const INIT_GUEST_PATH: &str = "/run/wasm-sandbox/init";
+pub use crate::init::INIT_GUEST_PATH;
+pub use crate::limits::LimitMechanism;
+
 /// The shell and its arguments.
 pub const BASH: [&str; 3] = ["/bin/bash", "--noprofile", "--norc"];
 
@@ -135,37 +139,6 @@ pub enum SandboxError {
     /// Starting this session's sandbox failed.
     #[error("sandbox failed to start: {0}")]
     Start(String),
-}
-
-/// How a resource limit is enforced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitMechanism {
-    /// A per-session cgroup v2 controller (whole sandbox).
-    CgroupV2,
-    /// A per-session cgroup v1 controller (whole sandbox).
-    CgroupV1,
-    /// A per-process rlimit (weaker: per process, not per sandbox).
-    Rlimit,
-    /// A per-session size- and inode-capped filesystem (the disk cap; see
-    /// [`crate::disk`]).
-    Filesystem,
-    /// Not enforced (not configured, or the fallback cannot bind here).
-    None,
-}
-
-impl LimitMechanism {
-    /// The name used in logs, `/readyz` and metrics labels: `cgroup-v2`, `cgroup-v1`,
-    /// `rlimit`, `none`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitMechanism::CgroupV2 => "cgroup-v2",
-            LimitMechanism::CgroupV1 => "cgroup-v1",
-            LimitMechanism::Rlimit => "rlimit",
-            LimitMechanism::Filesystem => "loop-ext4",
-            LimitMechanism::None => "none",
-        }
-    }
 }
 
 /// Which layer stops bash from creating FIFOs, unix sockets and device nodes in

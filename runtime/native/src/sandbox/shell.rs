@@ -8,6 +8,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use super::SandboxError;
+use super::UsageHandle;
 use super::launch::start_err;
 use crate::cgroup::SessionCgroup;
 
@@ -22,7 +23,7 @@ pub(crate) struct Shell {
     cgroup: Option<SessionCgroup>,
     /// The session account the cgroups' last reading goes to when they are removed
     /// (see [`Shell::attach_usage`]).
-    usage: Option<crate::session::UsageHandle>,
+    usage: Option<UsageHandle>,
     unsandboxed: bool,
     terminated: bool,
 }
@@ -191,7 +192,7 @@ impl Shell {
 
     /// Counts this shell's cgroups in `usage` from now on; their last reading moves to
     /// its past when they are removed (by [`terminate`](Self::terminate) or `Drop`).
-    pub(crate) fn attach_usage(&mut self, usage: crate::session::UsageHandle) {
+    pub(crate) fn attach_usage(&mut self, usage: UsageHandle) {
         usage.attach(
             self.cgroup
                 .as_ref()
@@ -203,7 +204,7 @@ impl Shell {
 }
 
 /// Removes a shell's cgroups, retiring their last reading into `usage` first.
-fn remove_cgroup(mut cg: SessionCgroup, usage: Option<&crate::session::UsageHandle>) {
+fn remove_cgroup(mut cg: SessionCgroup, usage: Option<&UsageHandle>) {
     cg.remove_with(|probe| {
         if let Some(u) = usage {
             u.retire(probe);

@@ -37,7 +37,7 @@ use wasm_sandbox_usage::{AppendError, Ledger, UsageRecord};
 
 use super::{ItemContext, SessionUsage, UsageFileConfig, build_record};
 use crate::metrics::Metrics;
-use crate::worker::WorkerStatus;
+use crate::status::WorkerStatus;
 
 /// Delays between the attempts of one write (after the first).
 pub const RETRIES: [Duration; 3] = [
