@@ -93,7 +93,9 @@ pub use file_tools::FILE_TOOLS_COMPONENT;
 pub use runtime::Runtime;
 pub use session::{Session, SessionSpec};
 pub use store::SessionState;
-pub use tool::{CallOutcome, ERROR_TEXT_CAP, NO_OUTPUT, Tool, ToolAnswer, ToolCall, ToolResult};
+pub use tool::{
+    CallOutcome, ERROR_TEXT_CAP, NO_OUTPUT, Tool, ToolAnswer, ToolCall, ToolResult, text_block,
+};
 /// The mount vocabulary of `wasm-sandbox-fs`, re-exported for embedders building a
 /// [`SessionSpec`] (memory stores are [`Mount::memory_store`]s).
 pub use wasm_sandbox_fs::{

@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use wasm_sandbox_fs::mounts::{Mount, MountSet, OUTPUTS, WORKSPACE};
+use wasm_sandbox_fs::mounts::{GuestPath, Mount, MountSet, WORKSPACE};
 use wasm_sandbox_hostcalls_nn::NnSession;
 use wasm_sandbox_native::BashSession;
 
@@ -191,7 +191,7 @@ impl Session {
         for dir in [&workspace, &outputs] {
             std::fs::create_dir_all(dir).map_err(Error::Io)?;
         }
-        let tool_config = tool_config(&spec);
+        let tool_config = tool_config(&spec, &mounts);
         let mut sandbox = match pooled {
             Some(mut sandbox) => {
                 sandbox.adopt(&spec.session_id, &mounts, spec.env.clone());
@@ -560,19 +560,21 @@ fn run_blocking(
 }
 
 /// The file tools' `tool-config` record for this session: its roots, read-only roots and caps.
-fn tool_config(spec: &SessionSpec) -> ToolConfig {
-    let mut allowed_roots = vec![OUTPUTS.to_owned()];
-    let mut read_only_roots = Vec::new();
-    for m in &spec.memory_stores {
-        allowed_roots.push(m.guest.as_str().to_owned());
-        if m.read_only() {
-            read_only_roots.push(m.guest.as_str().to_owned());
-        }
-    }
+fn tool_config(spec: &SessionSpec, mounts: &MountSet) -> ToolConfig {
+    // The roots are the session's mounts, in the set's order (outputs, then the stores): the
+    // workdir is `/workspace`, every other mount is an allowed root, read-only ones refuse
+    // write/edit.
+    let roots = mounts
+        .all()
+        .iter()
+        .filter(|m| m.guest != GuestPath::Workspace);
     ToolConfig {
         workdir: WORKSPACE.to_owned(),
-        allowed_roots,
-        read_only_roots,
+        allowed_roots: roots.clone().map(|m| m.guest.to_string()).collect(),
+        read_only_roots: roots
+            .filter(|m| m.read_only())
+            .map(|m| m.guest.to_string())
+            .collect(),
         max_file_bytes: wit_cap(spec.max_file_bytes),
         max_image_base64_bytes: wit_cap(spec.max_image_base64_bytes),
         max_pdf_bytes: wit_cap(spec.max_pdf_bytes),
@@ -633,7 +635,8 @@ mod tests {
         spec.max_file_bytes = Cap::Unlimited;
         spec.max_pdf_bytes = Cap::Bytes(10);
         spec.memory_stores.push(store("/mnt/memory/n", true));
-        let c = tool_config(&spec);
+        let mounts = mount_set(Path::new("/w"), Path::new("/o"), &spec.memory_stores).unwrap();
+        let c = tool_config(&spec, &mounts);
         assert!(matches!(c.max_file_bytes, WitCap::Unlimited));
         assert!(matches!(c.max_pdf_bytes, WitCap::Bytes(10)));
         assert!(matches!(c.max_image_base64_bytes, WitCap::Default));

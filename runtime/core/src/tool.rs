@@ -145,8 +145,11 @@ impl ToolResult {
     }
 }
 
-/// A text block; an empty text reads [`NO_OUTPUT`].
-fn text_block(text: String) -> Value {
+/// A text block in wire shape; an empty text reads [`NO_OUTPUT`]. The one place that rule
+/// is applied: results the session words ([`ToolResult::text`], the file tools' bridge) and the worker's
+/// shaping of any result for the API both build their text blocks here.
+pub fn text_block(text: impl Into<String>) -> Value {
+    let text = text.into();
     let text = if text.is_empty() {
         NO_OUTPUT.to_string()
     } else {
@@ -234,7 +237,9 @@ pub(crate) fn bridge(tool: Tool, outcome: GuestOutcome, blocks: Vec<GuestBlock>)
     for block in blocks {
         match block {
             GuestBlock::Text(text) if outcome == GuestOutcome::Exception => {
-                content.push(text_block(text.chars().take(ERROR_TEXT_CAP).collect()));
+                content.push(text_block(
+                    text.chars().take(ERROR_TEXT_CAP).collect::<String>(),
+                ));
             }
             GuestBlock::Text(text) => content.push(text_block(text)),
             GuestBlock::Json(json) => match serde_json::from_str::<Value>(&json) {
@@ -246,7 +251,7 @@ pub(crate) fn bridge(tool: Tool, outcome: GuestOutcome, blocks: Vec<GuestBlock>)
         }
     }
     if content.is_empty() {
-        content.push(text_block(String::new()));
+        content.push(text_block(""));
     }
     ToolAnswer::ran(ToolResult { content, is_error })
 }

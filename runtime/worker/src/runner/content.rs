@@ -4,29 +4,30 @@ use crate::client::History;
 use crate::proto::EventBody;
 use crate::sandbox::ToolResult;
 use serde_json::Value;
+use wasm_sandbox_runtime::text_block;
 
 /// Makes content acceptable to the API: never empty, never an empty text block, only text on
 /// an error result, unknown block kinds sent as their JSON text (SDK `_to_session_content`).
 pub fn normalize_content(result: &ToolResult) -> Vec<Value> {
-    let no_output = || serde_json::json!({"type": "text", "text": wasm_sandbox_runtime::NO_OUTPUT});
     let mut out = Vec::with_capacity(result.content.len().max(1));
     for block in &result.content {
         let kind = block.get("type").and_then(Value::as_str);
         match kind {
-            Some("text") => match block.get("text").and_then(Value::as_str) {
-                Some(t) if !t.is_empty() => {
-                    out.push(serde_json::json!({"type": "text", "text": t}))
-                }
-                _ => out.push(no_output()),
-            },
+            // An empty or missing text reads `(no output)` (the core's `text_block`).
+            Some("text") => out.push(text_block(
+                block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            )),
             Some("image" | "document" | "search_result") if !result.is_error => {
                 out.push(block.clone());
             }
-            _ => out.push(serde_json::json!({"type": "text", "text": block.to_string()})),
+            _ => out.push(text_block(block.to_string())),
         }
     }
     if out.is_empty() {
-        out.push(no_output());
+        out.push(text_block(""));
     }
     out
 }

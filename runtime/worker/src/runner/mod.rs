@@ -36,7 +36,7 @@
 //! wording of results (`(no output)`, `tool '<name>' timed out`) is the core's
 //! (`wasm_sandbox_runtime::tool`); [`normalize_content`] enforces the API's shape rules and,
 //! like the SDK's `_to_session_content`, writes an empty result or an empty text block as
-//! `(no output)`, using the core's text (`wasm_sandbox_runtime::NO_OUTPUT`), never its own.
+//! `(no output)`, through the core's `wasm_sandbox_runtime::text_block`, never its own.
 //!
 //! Modules: `prefetch` (the ack gate, the stream opened ahead), `idle` (the idle countdown),
 //! `job` (one call: queue, execute, post, report), `content` (result content for the API).
